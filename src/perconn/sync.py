@@ -1,0 +1,485 @@
+"""The thread-safe synchronous persistent connection, :class:`Conn`.
+
+Threads: an idle connected ``Conn`` holds none. One background thread exists
+only while dialing (sleeping in backoff or connecting); it exits once a
+connection is up or the ``Conn`` is closed.
+
+Locks: ``_lock`` (with the condition ``_cond``) guards the state; ``_rlock``
+serialises readers and ``_wlock`` serialises writers, so a blocked reader never
+delays a writer. An op lock is held only while doing I/O on a connection that is
+current or already shut down, so taking both (to close a socket no other thread
+is inside) never waits long. Order: ``_rlock`` before ``_wlock`` before ``_lock``.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import select
+import socket
+import threading
+import time
+from types import TracebackType
+from typing import Callable
+
+from ._backoff import DEFAULT_RETRY_MAX, DEFAULT_RETRY_MIN
+from ._dial import DialAborted, dial, wait_fd
+from ._errors import ClosedConnectionError, ConnectionIOError, DialError, Error, peer_closed
+from ._log import log_connected, log_dial_failed, log_io_failed
+from ._options import LoggerLike, Options, make_options
+from ._state import Lifecycle
+from ._validate import check_size, deadline_after, timed_out
+
+__all__ = ["Conn", "connect"]
+
+IDLE_PROBE_AFTER = 0.001
+"""Seconds since a connection's last write after which the next write first
+checks that the peer has not closed it. A busy writer never pays for the check;
+an idle one pays one non-blocking ``recv(MSG_PEEK)``."""
+
+CLOSE_BUDGET = 0.08
+"""Seconds ``close()`` may spend waiting for other threads to let go of the socket
+and for the dial thread to exit (the contract is 100 ms)."""
+
+_PEEK_FLAGS = socket.MSG_PEEK | socket.MSG_DONTWAIT
+
+
+class _Link:
+    """One established connection and what belongs to it alone."""
+
+    __slots__ = ("last_write", "rbuf", "sock")
+
+    def __init__(self, sock: socket.socket, now: float) -> None:
+        self.sock = sock
+        self.rbuf = bytearray()  # bytes received but not yet returned (after a timeout)
+        self.last_write = now
+
+    def take(self, n: int) -> bytes:
+        data = bytes(self.rbuf[:n])
+        del self.rbuf[:n]
+        return data
+
+    def shutdown(self) -> None:
+        """Wake every thread blocked on this socket; the fd stays open."""
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # already reset or not connected: nothing to wake
+
+    def peer_closed(self) -> bool:
+        """Whether the peer has closed or reset the connection (non-blocking)."""
+        try:
+            return self.sock.recv(1, _PEEK_FLAGS) == b""
+        except BlockingIOError:
+            return False
+        except OSError:
+            return True
+
+
+class _Dialer:
+    """The background thread that sleeps and dials until connected or closed,
+    with the pipe that wakes it when the ``Conn`` closes."""
+
+    def __init__(self, target: Callable[[_Dialer], None], name: str) -> None:
+        self.wake_r, self.wake_w = os.pipe()
+        self.open = True
+        self.thread = threading.Thread(target=target, args=(self,), name=name, daemon=True)
+
+    def sleep(self, seconds: float) -> bool:
+        """Sleep up to *seconds*; True if woken (the ``Conn`` is closing)."""
+        return bool(wait_fd(self.wake_r, select.POLLIN, time.monotonic() + seconds))
+
+    def wake(self) -> None:
+        if self.open:
+            os.write(self.wake_w, b"\0")
+
+    def close_pipe(self) -> None:
+        self.open = False
+        os.close(self.wake_r)
+        os.close(self.wake_w)
+
+
+class Conn:
+    """A pseudo-persistent client connection: one object to read and write for the
+    life of the program while connections come and go underneath.
+
+    Use :func:`connect` to make one. All methods are thread-safe; one reader and
+    one writer proceed concurrently (full duplex), concurrent readers take turns,
+    and concurrent writers take turns (their bytes never interleave).
+
+    Guarantees:
+        - Operations issued while no connection is up wait for one (bounded by
+          their ``timeout``); they never fail just because the peer is down.
+        - An I/O failure on an established connection raises
+          :class:`ConnectionIOError`, is logged, closes that connection and starts
+          redialing; the next operation uses the next connection.
+        - A single :meth:`write` goes out whole on one connection, or raises.
+
+    Not guaranteed: bytes a successful :meth:`write` handed to the kernel reached
+    the peer. If the connection drops afterwards they may be lost, and TCP cannot
+    tell; protocols that need delivery need acknowledgements.
+    """
+
+    def __init__(self, options: Options, *, random: Callable[[], float] = random.random) -> None:
+        self._opts = options
+        self._log: LoggerLike = options.logger
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._rlock = threading.Lock()
+        self._wlock = threading.Lock()
+        self._life = Lifecycle(options.backoff, random)
+        self._link: _Link | None = None
+        self._dialer: _Dialer | None = None
+        self._closed = False
+        with self._lock:
+            self._start_dialer(0.0, None)
+
+    # -- public API ---------------------------------------------------------
+
+    @property
+    def address(self) -> str:
+        """The remote address, as given to :func:`connect`."""
+        return self._opts.address.text
+
+    @property
+    def connected(self) -> bool:
+        """Whether a connection is up right now (it may fail the next moment)."""
+        return self._link is not None
+
+    @property
+    def generation(self) -> int:
+        """How many connections have been established so far (0 before the first)."""
+        return self._life.generation
+
+    def wait_connected(self, timeout: float | None = None) -> None:
+        """Block until a connection is up.
+
+        Raises:
+            TimeoutError: none came up within *timeout* seconds.
+            ClosedConnectionError: the ``Conn`` is or became closed.
+        """
+        self._wait_link(deadline_after(timeout))
+
+    def read(self, n: int, timeout: float | None = None) -> bytes:
+        """Read and return 1 to *n* bytes, waiting for a connection if none is up.
+
+        Raises:
+            TimeoutError: nothing arrived within *timeout*; the connection stays up.
+            ConnectionIOError: the connection failed (peer EOF included).
+            ClosedConnectionError: the ``Conn`` is or became closed.
+        """
+        if n.__class__ is not int or n < 1:
+            check_size("n", n)
+        deadline = None if timeout is None else deadline_after(timeout)
+        link = self._enter(self._rlock, deadline)
+        try:
+            if link.rbuf:
+                return link.take(n)
+            data = link.sock.recv(n) if deadline is None else self._recv_by(link, n, deadline)
+            if data:
+                return data
+            failure: BaseException | None = None if data is None else peer_closed()
+        except OSError as exc:
+            failure = exc
+        finally:
+            self._rlock.release()
+        if failure is None:
+            raise timed_out("read", timeout)
+        raise self._io_failed(link, "read", failure)
+
+    def readexactly(self, n: int, timeout: float | None = None) -> bytes:
+        """Read exactly *n* bytes from one connection.
+
+        On timeout the bytes received so far are kept and returned by the next
+        read; if the connection fails they are handed back as the error's
+        ``partial`` (they never straddle two connections).
+
+        Raises:
+            TimeoutError: not all *n* bytes arrived within *timeout*.
+            ConnectionIOError: the connection failed before *n* bytes arrived.
+            ClosedConnectionError: the ``Conn`` is or became closed.
+        """
+        check_size("n", n)
+        deadline = deadline_after(timeout)
+        link = self._enter(self._rlock, deadline)
+        buf = bytearray(link.take(n))
+        failure: BaseException | None = None
+        try:
+            while len(buf) < n:
+                want = n - len(buf)
+                chunk = link.sock.recv(want) if deadline is None else self._recv_by(link, want, deadline)
+                if chunk is None:  # timed out: keep what arrived for the next read
+                    link.rbuf[:0] = buf
+                    break
+                if not chunk:
+                    failure = peer_closed()
+                    break
+                buf += chunk
+            else:
+                return bytes(buf)
+        except OSError as exc:
+            failure = exc
+        finally:
+            self._rlock.release()
+        if failure is None:
+            raise timed_out("readexactly", timeout)
+        raise self._io_failed(link, "read", failure, bytes(buf))
+
+    def write(self, data: bytes | bytearray | memoryview, timeout: float | None = None) -> int:
+        """Write all of *data* on one connection and return ``len(data)``.
+
+        Waits for a connection if none is up. If the connection was idle, first
+        checks that the peer has not closed it, and if so reconnects and writes
+        on the new one (on Linux a write into a connection the peer already
+        closed would otherwise succeed and its bytes vanish).
+
+        Raises:
+            TimeoutError: nothing was written within *timeout*; the connection stays up.
+            ConnectionIOError: the connection failed, or timed out after part of
+                *data* was sent (the connection is then dropped: its stream is torn).
+            ClosedConnectionError: the ``Conn`` is or became closed.
+        """
+        view = data if data.__class__ is bytes else _byte_view(data)
+        size = len(view)
+        deadline = None if timeout is None else deadline_after(timeout)
+        while True:
+            link = self._enter(self._wlock, deadline)
+            stale = False
+            try:
+                now = time.monotonic()
+                if now - link.last_write >= IDLE_PROBE_AFTER and link.peer_closed():
+                    stale = True
+                else:
+                    if deadline is None:
+                        link.sock.sendall(view)
+                        sent = size
+                    else:
+                        sent = self._send_by(link, view, deadline)
+                    link.last_write = now
+                    if sent == size:
+                        return size
+                    # None: a clean timeout; otherwise the stream is torn mid-buffer.
+                    failure: BaseException | None = None if sent == 0 else timed_out("write", timeout)
+            except OSError as exc:
+                failure = exc
+            finally:
+                self._wlock.release()
+            if stale:
+                self._io_failed(link, "read", peer_closed())
+                continue
+            if failure is None:
+                raise timed_out("write", timeout)
+            raise self._io_failed(link, "write", failure)
+
+    def close(self) -> None:
+        """Close the connection for good; idempotent.
+
+        Returns within 100 ms whatever the state, wakes every blocked call with
+        :class:`ClosedConnectionError` and stops redialing. A dial thread blocked
+        in the OS resolver cannot be interrupted: it exits, closing what it
+        opened, as soon as the lookup returns.
+
+        Raises:
+            ConnectionIOError: closing the socket failed (``op == "close"``); the
+                ``Conn`` is closed all the same.
+        """
+        deadline = time.monotonic() + CLOSE_BUDGET
+        with self._cond:
+            if not self._life.close():
+                return
+            self._closed = True
+            link, self._link = self._link, None
+            dialer = self._dialer
+            if dialer is not None:
+                dialer.wake()
+            self._cond.notify_all()
+        try:
+            if link is not None:
+                link.shutdown()
+                self._retire(link, deadline)
+        finally:
+            if dialer is not None and dialer.thread is not threading.current_thread():
+                dialer.thread.join(max(0.0, deadline - time.monotonic()))
+
+    def __enter__(self) -> Conn:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "connected" if self.connected else "dialing"
+        return f"<perconn.Conn {self.address} {state} generation={self.generation}>"
+
+    # -- waiting and I/O helpers --------------------------------------------
+
+    def _wait_link(self, deadline: float | None) -> _Link:
+        with self._cond:
+            while True:
+                if self._closed:
+                    raise ClosedConnectionError()
+                if self._link is not None:
+                    return self._link
+                if deadline is None:
+                    self._cond.wait()
+                else:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise TimeoutError(f"not connected to {self.address} in time")
+                    self._cond.wait(remaining)
+
+    def _enter(self, lock: threading.Lock, deadline: float | None) -> _Link:
+        """Wait for a connection and take *lock*; return the connection, lock held."""
+        while True:
+            link = self._link or self._wait_link(deadline)
+            if deadline is None:
+                lock.acquire()
+            elif not lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                raise TimeoutError("another call kept the connection busy")
+            if link is self._link:
+                return link
+            lock.release()
+            if self._closed:
+                raise ClosedConnectionError()
+
+    @staticmethod
+    def _recv_by(link: _Link, n: int, deadline: float) -> bytes | None:
+        """Receive up to *n* bytes before *deadline*; None on timeout."""
+        while wait_fd(link.sock.fileno(), select.POLLIN, deadline):
+            try:
+                return link.sock.recv(n, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                continue
+        return None
+
+    @staticmethod
+    def _send_by(link: _Link, view: bytes | memoryview, deadline: float) -> int:
+        """Send as much of *view* as possible before *deadline*; return the count sent."""
+        view = memoryview(view)
+        sent = 0
+        while sent < len(view) and wait_fd(link.sock.fileno(), select.POLLOUT, deadline):
+            try:
+                sent += link.sock.send(view[sent:], socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                continue
+        return sent
+
+    def _io_failed(self, link: _Link, op: str, cause: BaseException, partial: bytes = b"") -> Error:
+        """Turn a failure on *link* into the error to raise; drop *link* and start
+        redialing if it is still the current connection."""
+        if self._closed:
+            closed = ClosedConnectionError()
+            closed.__cause__ = cause
+            return closed
+        error = ConnectionIOError(op, cause, partial)
+        with self._cond:
+            current = link is self._link
+            if current:
+                self._link = None
+                self._start_dialer(self._life.connection_lost(time.monotonic()), link)
+        if current:
+            link.shutdown()
+        log_io_failed(self._log, self.address, error)
+        return error
+
+    def _retire(self, link: _Link, deadline: float | None = None) -> None:
+        """Close a shut-down link's socket once no reader or writer is inside it."""
+        timeout = -1.0 if deadline is None else max(0.0, deadline - time.monotonic())
+        got_r = self._rlock.acquire(timeout=timeout)
+        got_w = self._wlock.acquire(timeout=timeout)
+        try:
+            link.sock.close()
+        except OSError as exc:
+            if deadline is not None:  # close() asked: report it
+                raise ConnectionIOError("close", exc) from exc
+        finally:
+            if got_w:
+                self._wlock.release()
+            if got_r:
+                self._rlock.release()
+
+    # -- the dial thread ----------------------------------------------------
+
+    def _start_dialer(self, delay: float, retired: _Link | None) -> None:
+        """Start the dial thread (caller holds ``_lock``)."""
+
+        def run(dialer: _Dialer) -> None:
+            try:
+                if retired is not None:
+                    self._retire(retired)
+                self._dial_loop(dialer, delay)
+            finally:
+                with self._lock:
+                    dialer.close_pipe()
+
+        self._dialer = _Dialer(run, f"perconn-dial {self.address}")
+        self._dialer.thread.start()
+
+    def _dial_loop(self, dialer: _Dialer, delay: float) -> None:
+        opts = self._opts
+        while True:
+            if delay > 0 and dialer.sleep(delay):
+                return
+            try:
+                sock = dial(opts.address, opts.dial_timeout, dialer.wake_r)
+            except DialAborted:
+                return
+            except OSError as exc:
+                error = DialError(self.address, exc)
+                with self._lock:
+                    if self._closed:
+                        return
+                    delay = self._life.dial_failed()
+                    attempt = self._life.attempts
+                log_dial_failed(self._log, error, attempt, delay)
+                continue
+            with self._cond:
+                if self._closed:
+                    sock.close()
+                    return
+                self._link = _Link(sock, time.monotonic())
+                generation = self._life.connected(time.monotonic())
+                attempts = self._life.attempts
+                self._dialer = None
+                self._cond.notify_all()
+            log_connected(self._log, self.address, generation, attempts)
+            return
+
+
+def _byte_view(data: object) -> memoryview:
+    try:
+        view = memoryview(data)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(f"data must be bytes-like, got {type(data).__name__}: {data!r:.60}") from None
+    return view.cast("B") if view.format != "B" or view.ndim != 1 else view
+
+
+def connect(
+    address: str,
+    *,
+    dial_timeout: float | None = None,
+    logger: LoggerLike | None = None,
+    retry_min: float = DEFAULT_RETRY_MIN,
+    retry_max: float = DEFAULT_RETRY_MAX,
+    jitter: bool = True,
+) -> Conn:
+    """Return a :class:`Conn` to *address* at once; dialing happens in the background.
+
+    Args:
+        address: ``"host:port"``, ``"[v6addr]:port"`` or ``"unix:/path/to/socket"``.
+        dial_timeout: seconds for one dial attempt; None leaves it to the OS.
+        logger: receives a WARNING per failed dial and per I/O failure and an
+            INFO per established connection; None means ``logging.getLogger("perconn")``.
+        retry_min: the first backoff step, in seconds.
+        retry_max: the cap on backoff steps, in seconds.
+        jitter: randomise every backoff sleep (False: exact doubling).
+
+    Raises:
+        TypeError, ValueError: a bad argument (named in the message), before any I/O.
+    """
+    options = make_options(
+        address, dial_timeout=dial_timeout, logger=logger, retry_min=retry_min, retry_max=retry_max, jitter=jitter
+    )
+    return Conn(options)

@@ -1,0 +1,283 @@
+"""Real loopback servers the tests dial: restartable, killable, countable.
+
+Each server runs one thread with a selector; the test thread talks to it by
+commands that it waits on (events, never sleeps). Servers are independent of
+any event loop, so the sync and asyncio tests share them.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import selectors
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+SCALE = float(os.environ.get("PERCONN_TEST_SCALE", "1"))
+"""One factor for every wait in the tests, for slow machines."""
+
+
+def scaled(seconds: float) -> float:
+    return seconds * SCALE
+
+
+MODES = ("echo", "accept_close", "close_after_first", "sink", "no_read")
+
+
+class Server:
+    """A listening server on 127.0.0.1, ::1 or a unix socket, in one of MODES:
+
+    - ``echo``: send back what is received.
+    - ``accept_close``: accept, then close at once.
+    - ``close_after_first``: receive one chunk, record it, close.
+    - ``sink``: record everything received, answer nothing.
+    - ``no_read``: accept and never read (the client's writes back up).
+
+    ``stop()`` closes the listener and every connection (a server going away);
+    ``start()`` listens again on the same address (a server coming back).
+    """
+
+    def __init__(self, family: str = "tcp4", mode: str = "echo", unix_path: Path | None = None) -> None:
+        assert mode in MODES, mode
+        self.family = family
+        self.mode = mode
+        self._unix_path = unix_path
+        self._cond = threading.Condition()
+        self.accepts = 0
+        self.closes = 0  # connections the server closed or saw close
+        self.received: list[bytearray] = []  # per accepted connection, in sink/close_after_first modes
+        self._sockaddr: object = None
+        self._thread: threading.Thread | None = None
+        self._commands: queue.Queue[tuple[Callable[[], None], threading.Event]] = queue.Queue()
+        self.start()
+
+    # -- addresses ----------------------------------------------------------
+
+    @property
+    def address(self) -> str:
+        """The address in perconn's notation."""
+        if self.family == "unix":
+            return f"unix:{self._sockaddr}"
+        host, port = self._sockaddr[0], self._sockaddr[1]  # type: ignore[index]
+        return f"[{host}]:{port}" if self.family == "tcp6" else f"{host}:{port}"
+
+    def _listener(self) -> socket.socket:
+        if self.family == "unix":
+            assert self._unix_path is not None
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            if self._unix_path.exists():
+                self._unix_path.unlink()
+            sock.bind(str(self._unix_path))
+            self._sockaddr = str(self._unix_path)
+        else:
+            fam = socket.AF_INET6 if self.family == "tcp6" else socket.AF_INET
+            sock = socket.socket(fam, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            default = ("::1", 0) if fam == socket.AF_INET6 else ("127.0.0.1", 0)
+            sock.bind(self._sockaddr or default)  # type: ignore[arg-type]
+            self._sockaddr = sock.getsockname()
+        sock.listen(64)
+        return sock
+
+    # -- life ---------------------------------------------------------------
+
+    def start(self) -> None:
+        assert self._thread is None, "already running"
+        self._listen = self._listener()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._running = True
+        self._thread = threading.Thread(target=self._run, name=f"test-server {self.mode}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Close the listener and every connection; the address stays reserved for start()."""
+        if self._thread is None:
+            return
+
+        def halt() -> None:
+            self._running = False
+
+        self._call(halt)
+        self._thread.join(scaled(5))
+        self._thread = None
+        self._wake_r.close()
+        self._wake_w.close()
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def drop_clients(self, reset: bool = False) -> None:
+        """Close every accepted connection (with RST if *reset*), keep listening."""
+
+        def drop() -> None:
+            for sock in list(self._clients):
+                if reset:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                self._close_client(sock)
+
+        self._call(drop)
+
+    def wait_accepts(self, n: int, timeout: float = 5.0) -> bool:
+        """Wait until at least *n* connections were accepted."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self.accepts >= n, scaled(timeout))
+
+    def wait_closes(self, n: int, timeout: float = 5.0) -> bool:
+        """Wait until at least *n* connections were closed (by either side)."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self.closes >= n, scaled(timeout))
+
+    def wait_received(self, conn_index: int, nbytes: int, timeout: float = 5.0) -> bytes:
+        """Wait until connection *conn_index* delivered *nbytes* (sink mode)."""
+        with self._cond:
+            ok = self._cond.wait_for(
+                lambda: len(self.received) > conn_index and len(self.received[conn_index]) >= nbytes, scaled(timeout)
+            )
+            assert ok, f"connection {conn_index} did not deliver {nbytes} bytes: {self.received}"
+            return bytes(self.received[conn_index])
+
+    # -- the server thread --------------------------------------------------
+
+    def _call(self, fn: Callable[[], None]) -> None:
+        done = threading.Event()
+        self._commands.put((fn, done))
+        self._wake_w.send(b"\0")
+        assert done.wait(scaled(5)), "test server did not answer"
+
+    def _close_client(self, sock: socket.socket) -> None:
+        self._sel.unregister(sock)
+        self._clients.pop(sock)
+        sock.close()
+        with self._cond:
+            self.closes += 1
+            self._cond.notify_all()
+
+    def _run(self) -> None:
+        self._sel = selectors.DefaultSelector()
+        self._clients: dict[socket.socket, int] = {}
+        self._sel.register(self._listen, selectors.EVENT_READ)
+        self._sel.register(self._wake_r, selectors.EVENT_READ)
+        try:
+            while self._running:
+                for key, _ in self._sel.select():
+                    sock = key.fileobj
+                    assert isinstance(sock, socket.socket)
+                    if sock is self._wake_r:
+                        self._wake_r.recv(64)
+                        while not self._commands.empty():
+                            fn, done = self._commands.get()
+                            fn()
+                            done.set()
+                    elif sock is self._listen:
+                        self._accept()
+                    elif sock in self._clients:
+                        self._serve(sock)
+        finally:
+            for sock in list(self._clients):
+                self._close_client(sock)
+            self._sel.close()
+            self._listen.close()
+
+    def _accept(self) -> None:
+        client, _ = self._listen.accept()
+        with self._cond:
+            index = self.accepts
+            self.accepts += 1
+            self.received.append(bytearray())
+            self._cond.notify_all()
+        self._clients[client] = index
+        self._sel.register(client, selectors.EVENT_READ if self.mode != "no_read" else selectors.EVENT_WRITE)
+        if self.mode == "accept_close":
+            self._close_client(client)
+        elif self.mode == "no_read":
+            self._sel.modify(client, selectors.EVENT_READ)  # watch only for the client going away
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+
+    def _serve(self, sock: socket.socket) -> None:
+        if self.mode == "no_read":
+            try:
+                if sock.recv(1, socket.MSG_PEEK) == b"":
+                    self._close_client(sock)
+            except OSError:
+                self._close_client(sock)
+            return
+        try:
+            data = sock.recv(65536)
+        except OSError:
+            data = b""
+        if not data:
+            self._close_client(sock)
+            return
+        if self.mode == "echo":
+            try:
+                sock.sendall(data)
+            except OSError:
+                self._close_client(sock)
+            return
+        with self._cond:
+            self.received[self._clients[sock]] += data
+            self._cond.notify_all()
+        if self.mode == "close_after_first":
+            self._close_client(sock)
+
+
+@contextmanager
+def refusing_port(family: str = "tcp4") -> Iterator[str]:
+    """An address whose port refuses connections: bound (so nobody else takes it), not listening."""
+    fam = socket.AF_INET6 if family == "tcp6" else socket.AF_INET
+    sock = socket.socket(fam, socket.SOCK_STREAM)
+    sock.bind(("::1", 0) if family == "tcp6" else ("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    try:
+        yield f"[::1]:{port}" if family == "tcp6" else f"127.0.0.1:{port}"
+    finally:
+        sock.close()
+
+
+@contextmanager
+def blackhole() -> Iterator[str]:
+    """A listener that never accepts, with its queue full: connects to it hang
+    until their timeout (the SYN is dropped), as to a host that went silent."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    addr = listener.getsockname()
+    fillers: list[socket.socket] = []
+    try:
+        for _ in range(16):  # bounded: the queue of a listen(0) socket holds one or two
+            filler = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            fillers.append(filler)
+            filler.settimeout(0.2)
+            try:
+                filler.connect(addr)
+            except TimeoutError:
+                break
+        else:
+            raise AssertionError("could not fill the listen queue")
+        yield f"{addr[0]}:{addr[1]}"
+    finally:
+        for filler in fillers:
+            filler.close()
+        listener.close()
+
+
+def open_fds() -> set[int]:
+    """The file descriptors this process has open right now."""
+    return {int(name) for name in os.listdir("/proc/self/fd")}
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 2.0, interval: float = 0.005) -> bool:
+    """Poll *predicate* until true or *timeout*: only for state no event reports
+    (threads ending, fds closing), never to synchronise with the code under test."""
+    deadline = time.monotonic() + scaled(timeout)
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(interval)
+    return True
