@@ -123,6 +123,15 @@ class Server:
 
         self._call(drop)
 
+    def send(self, data: bytes) -> None:
+        """Send *data* to every accepted connection (in order with other commands)."""
+
+        def push() -> None:
+            for sock in self._clients:
+                sock.sendall(data)
+
+        self._call(push)
+
     def wait_accepts(self, n: int, timeout: float = 5.0) -> bool:
         """Wait until at least *n* connections were accepted."""
         with self._cond:

@@ -36,12 +36,12 @@ def options(**overrides: object) -> dict[str, object]:
 )
 def test_bad_options_are_named(overrides: dict[str, object], error: type[Exception], fragment: str) -> None:
     with pytest.raises(error) as info:
-        make_options("localhost:7", **options(**overrides))  # type: ignore[arg-type]
+        make_options("localhost:7", **options(**overrides))
     assert fragment in str(info.value)
 
 
 def test_defaults() -> None:
-    opts = make_options("localhost:7", **GOOD)  # type: ignore[arg-type]
+    opts = make_options("localhost:7", **GOOD)
     assert opts.logger is logging.getLogger("perconn")
     assert opts.dial_timeout is None
     assert (opts.backoff.retry_min, opts.backoff.retry_max, opts.backoff.jitter) == (1.0, 60.0, True)
@@ -49,7 +49,7 @@ def test_defaults() -> None:
 
 def test_accepts_logger_adapters_and_int_seconds() -> None:
     adapter = logging.LoggerAdapter(logging.getLogger("x"), {})
-    opts = make_options("localhost:7", **options(logger=adapter, retry_min=2, retry_max=2, dial_timeout=3))  # type: ignore[arg-type]
+    opts = make_options("localhost:7", **options(logger=adapter, retry_min=2, retry_max=2, dial_timeout=3))
     assert opts.logger is adapter
     assert opts.backoff.retry_min == opts.backoff.retry_max == 2.0
     assert opts.dial_timeout == 3.0

@@ -11,6 +11,8 @@ import time
 
 from ._address import Address
 
+SockAddr = tuple[object, ...] | str
+
 __all__ = ["DialAborted", "configure", "dial", "wait_fd"]
 
 
@@ -46,9 +48,7 @@ def configure(sock: socket.socket) -> None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
 
 
-def _connect_one(
-    family: int, proto: int, sockaddr: object, deadline: float | None, wake_fd: int
-) -> socket.socket:
+def _connect_one(family: int, proto: int, sockaddr: SockAddr, deadline: float | None, wake_fd: int) -> socket.socket:
     sock = socket.socket(family, socket.SOCK_STREAM, proto)
     try:
         sock.setblocking(False)
@@ -79,7 +79,7 @@ def dial(address: Address, timeout: float | None, wake_fd: int) -> socket.socket
         DialAborted: *wake_fd* became readable.
     """
     if address.is_unix:
-        targets: list[tuple[int, int, object]] = [(socket.AF_UNIX, 0, address.path)]
+        targets: list[tuple[int, int, SockAddr]] = [(socket.AF_UNIX, 0, address.path)]
     else:
         infos = socket.getaddrinfo(address.host, address.port, type=socket.SOCK_STREAM)
         targets = [(family, proto, sockaddr) for family, _, proto, _, sockaddr in infos]

@@ -14,9 +14,7 @@ __all__ = ["log_connected", "log_dial_failed", "log_io_failed"]
 
 def log_dial_failed(logger: LoggerLike, error: DialError, attempt: int, delay: float) -> None:
     """WARNING: a dial failed; the next one follows after *delay* seconds."""
-    logger.warning(
-        "perconn: %s (attempt %d); retrying in %.3fs", error, attempt, delay, extra={"error": error}
-    )
+    logger.warning("perconn: %s (attempt %d); retrying in %.3fs", error, attempt, delay, extra={"error": error})
 
 
 def log_io_failed(logger: LoggerLike, address: str, error: ConnectionIOError) -> None:

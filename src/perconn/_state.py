@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import enum
 import random as _random
-from typing import Callable
+from collections.abc import Callable
 
 from ._backoff import Backoff
 

@@ -13,14 +13,15 @@ is inside) never waits long. Order: ``_rlock`` before ``_wlock`` before ``_lock`
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import select
 import socket
 import threading
 import time
+from collections.abc import Callable
 from types import TracebackType
-from typing import Callable
 
 from ._backoff import DEFAULT_RETRY_MAX, DEFAULT_RETRY_MIN
 from ._dial import DialAborted, dial, wait_fd
@@ -61,10 +62,8 @@ class _Link:
 
     def shutdown(self) -> None:
         """Wake every thread blocked on this socket; the fd stays open."""
-        try:
+        with contextlib.suppress(OSError):  # already reset or not connected: nothing to wake
             self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass  # already reset or not connected: nothing to wake
 
     def peer_closed(self) -> bool:
         """Whether the peer has closed or reset the connection (non-blocking)."""

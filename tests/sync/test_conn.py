@@ -1,0 +1,523 @@
+"""The synchronous Conn over loopback, against real servers."""
+
+from __future__ import annotations
+
+import logging
+import resource
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+
+import pytest
+from conftest import Leaks, Records
+from servers import Server, blackhole, refusing_port, scaled, wait_until
+
+import perconn
+import perconn.sync
+
+FAST = {"retry_min": 0.02, "retry_max": 0.2}
+
+
+@contextmanager
+def opened(address: str, **kwargs: object) -> Iterator[perconn.Conn]:
+    conn = perconn.connect(address, **{**FAST, **kwargs})  # type: ignore[arg-type]
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+class Call:
+    """Run a blocking call in a thread; collect its result or exception."""
+
+    def __init__(self, fn: Callable[[], object]) -> None:
+        self.result: object = None
+        self.error: BaseException | None = None
+        self.started = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(fn,), name="test-call", daemon=True)
+        self._thread.start()
+        self.started.wait(scaled(5))
+
+    def _run(self, fn: Callable[[], object]) -> None:
+        self.started.set()
+        try:
+            self.result = fn()
+        except BaseException as exc:
+            self.error = exc
+
+    def join(self, timeout: float = 5.0) -> Call:
+        self._thread.join(scaled(timeout))
+        assert not self._thread.is_alive(), "call did not return"
+        return self
+
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+
+def blocked_in(conn: perconn.Conn, lock_name: str) -> Callable[[], bool]:
+    lock: threading.Lock = getattr(conn, lock_name)
+    return lock.locked
+
+
+# -- connecting -----------------------------------------------------------------
+
+
+def test_connect_returns_at_once_without_io(leaks: Leaks) -> None:
+    with refusing_port() as address:
+        conn = perconn.connect(address, retry_min=30.0, retry_max=60.0)
+        assert not conn.connected
+        assert conn.generation == 0
+        conn.close()
+    leaks.assert_none()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "fragment"),
+    [
+        ({"address": "no-port"}, ValueError, "address='no-port'"),
+        ({"address": "[::1]:99999"}, ValueError, "out of range"),
+        ({"address": "localhost:7", "retry_min": 0}, ValueError, "retry_min"),
+        ({"address": "localhost:7", "retry_min": 2, "retry_max": 1}, ValueError, "retry_max"),
+        ({"address": "localhost:7", "dial_timeout": -1}, ValueError, "dial_timeout"),
+        ({"address": "localhost:7", "jitter": "yes"}, TypeError, "jitter"),
+    ],
+)
+def test_bad_arguments_raise_before_any_thread(
+    kwargs: dict[str, object], error: type[Exception], fragment: str, leaks: Leaks
+) -> None:
+    address = kwargs.pop("address")
+    with pytest.raises(error, match=fragment):
+        perconn.connect(address, **kwargs)  # type: ignore[arg-type]
+    assert not leaks.new_threads()
+
+
+def test_echo_on_every_address_family(any_echo_server: Server, logger: logging.Logger, records: Records) -> None:
+    with opened(any_echo_server.address, logger=logger) as conn:
+        assert conn.write(b"hello, world") == 12
+        assert conn.readexactly(12, timeout=scaled(5)) == b"hello, world"
+        assert conn.connected and conn.generation == 1
+    (info,) = records.matching(logging.INFO)
+    assert any_echo_server.address in info.getMessage()
+    assert "generation 1" in info.getMessage() and "after 1 attempt" in info.getMessage()
+
+
+def test_context_manager_closes(echo_server: Server) -> None:
+    with perconn.connect(echo_server.address) as conn:
+        conn.wait_connected(scaled(5))
+    with pytest.raises(perconn.ClosedConnectionError):
+        conn.write(b"x")
+
+
+def test_hostname_is_resolved_on_dial(make_server: Callable[..., Server]) -> None:
+    server = make_server("echo", "tcp4")
+    port = server.address.rsplit(":", 1)[1]
+    with opened(f"localhost:{port}", dial_timeout=scaled(2)) as conn:
+        conn.write(b"ping")
+        assert conn.readexactly(4, timeout=scaled(5)) == b"ping"
+
+
+def test_idle_connected_conn_holds_no_thread(echo_server: Server, leaks: Leaks) -> None:
+    with opened(echo_server.address) as conn:
+        conn.wait_connected(scaled(5))
+        assert wait_until(lambda: not leaks.new_threads()), leaks.new_threads()
+
+
+# -- waiting for a connection -----------------------------------------------------
+
+
+def test_operations_wait_for_the_first_connection(
+    make_server: Callable[..., Server], logger: logging.Logger, records: Records
+) -> None:
+    server = make_server("echo")
+    server.stop()  # the address is known, nobody listens yet
+    with opened(server.address, logger=logger) as conn:
+        assert records.wait_for(logging.WARNING, perconn.DialError)
+        with pytest.raises(TimeoutError):
+            conn.read(10, timeout=0.05)  # down: waits, times out, never a ConnectionIOError
+        with pytest.raises(TimeoutError):
+            conn.wait_connected(timeout=0)
+        writer = Call(lambda: conn.write(b"queued"))
+        server.start()
+        assert writer.join().error is None and writer.result == 6
+        assert conn.readexactly(6, timeout=scaled(5)) == b"queued"
+    dial_error = records.matching(logging.WARNING, perconn.DialError)[0].error  # type: ignore[attr-defined]
+    assert dial_error.address == server.address
+    assert isinstance(dial_error.__cause__, ConnectionRefusedError)
+
+
+def test_failed_dials_follow_the_backoff_schedule(logger: logging.Logger, records: Records) -> None:
+    with refusing_port() as address, opened(address, logger=logger, retry_min=0.01, retry_max=0.04, jitter=False):
+        assert records.wait_for(logging.WARNING, perconn.DialError, count=5)
+    delays = [r.args[2] for r in records.matching(logging.WARNING, perconn.DialError)[:5]]  # type: ignore[index]
+    attempts = [r.args[1] for r in records.matching(logging.WARNING, perconn.DialError)[:5]]  # type: ignore[index]
+    assert delays == [0.01, 0.02, 0.04, 0.04, 0.04]
+    assert attempts == [1, 2, 3, 4, 5]
+
+
+def test_dial_timeout_against_a_silent_host(logger: logging.Logger, records: Records) -> None:
+    with blackhole() as address, opened(address, logger=logger, dial_timeout=0.05, retry_min=5.0, retry_max=5.0):
+        assert records.wait_for(logging.WARNING, perconn.DialError)
+    error = records.matching(logging.WARNING, perconn.DialError)[0].error  # type: ignore[attr-defined]
+    assert isinstance(error.__cause__, TimeoutError)
+
+
+# -- failures on an established connection ----------------------------------------
+
+
+def test_server_restart_raises_once_then_reconnects(
+    echo_server: Server, logger: logging.Logger, records: Records
+) -> None:
+    with opened(echo_server.address, logger=logger) as conn:
+        conn.write(b"one")
+        assert conn.readexactly(3, timeout=scaled(5)) == b"one"
+        reader = Call(lambda: conn.read(100))
+        assert wait_until(blocked_in(conn, "_rlock"))
+        echo_server.restart()
+        error = reader.join().error
+        assert isinstance(error, perconn.ConnectionIOError)
+        assert error.op == "read" and isinstance(error.__cause__, EOFError)
+        conn.write(b"two")
+        assert conn.readexactly(3, timeout=scaled(5)) == b"two"
+        assert conn.generation == 2
+    (warning,) = records.matching(logging.WARNING, perconn.ConnectionIOError)
+    assert warning.error is error  # type: ignore[attr-defined]
+    assert len(records.matching(logging.INFO)) == 2
+
+
+def test_reset_mid_stream_is_an_io_error(echo_server: Server) -> None:
+    with opened(echo_server.address) as conn:
+        conn.write(b"x")
+        conn.readexactly(1, timeout=scaled(5))
+        echo_server.drop_clients(reset=True)
+        with pytest.raises(perconn.ConnectionIOError) as info:
+            conn.read(1, timeout=scaled(5))
+        assert isinstance(info.value.__cause__, (ConnectionResetError, EOFError))
+        conn.wait_connected(scaled(5))
+        assert conn.generation == 2
+
+
+def test_peer_eof_is_never_empty_bytes(echo_server: Server) -> None:
+    with opened(echo_server.address) as conn:
+        conn.wait_connected(scaled(5))
+        echo_server.drop_clients()
+        with pytest.raises(perconn.ConnectionIOError):
+            conn.read(10, timeout=scaled(5))
+
+
+def test_readexactly_hands_back_partial_bytes_on_failure(echo_server: Server) -> None:
+    with opened(echo_server.address) as conn:
+        conn.wait_connected(scaled(5))
+        assert echo_server.wait_accepts(1)
+        echo_server.send(b"abc")
+        echo_server.drop_clients()
+        with pytest.raises(perconn.ConnectionIOError) as info:
+            conn.readexactly(5, timeout=scaled(5))
+        assert info.value.partial == b"abc"
+
+
+def test_accept_then_close_server_does_not_make_it_spin(make_server: Callable[..., Server]) -> None:
+    server = make_server("accept_close")
+    window = scaled(1.0)
+    with opened(server.address, retry_min=0.05, retry_max=0.4, jitter=False) as conn:
+        deadline = time.monotonic() + window
+        for _ in range(1000):  # bounded: a spinning client would reach it
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            with suppress(perconn.ConnectionIOError, TimeoutError):
+                conn.read(10, timeout=remaining)
+    # Young deaths continue the schedule: dials at 0, .05, .15, .35, .75 (then 1.15...).
+    assert 2 <= server.accepts <= 8, server.accepts
+
+
+def test_write_timeout_mid_buffer_drops_the_connection(make_server: Callable[..., Server]) -> None:
+    server = make_server("no_read")
+    with opened(server.address) as conn:
+        conn.wait_connected(scaled(5))
+        with pytest.raises(perconn.ConnectionIOError) as info:
+            conn.write(b"x" * (32 << 20), timeout=0.1)
+        assert info.value.op == "write" and isinstance(info.value.__cause__, TimeoutError)
+        conn.wait_connected(scaled(5))
+        assert conn.generation == 2
+
+
+def test_write_timeout_with_nothing_sent_keeps_the_connection(make_server: Callable[..., Server]) -> None:
+    server = make_server("no_read")
+    with opened(server.address) as conn:
+        conn.wait_connected(scaled(5))
+        # Small writes are never torn: poll() reports writable only once a third
+        # of the send buffer is free. Bounded: the kernel buffers fill long before.
+        for _ in range(100_000):
+            try:
+                conn.write(b"x" * 1024, timeout=0.01)
+            except TimeoutError:
+                break
+        else:
+            pytest.fail("the send buffer never filled")
+        assert conn.connected and conn.generation == 1
+
+
+# -- timeouts and buffering ---------------------------------------------------------
+
+
+def test_read_timeout_leaves_the_connection_up(echo_server: Server) -> None:
+    with opened(echo_server.address) as conn:
+        conn.wait_connected(scaled(5))
+        with pytest.raises(TimeoutError):
+            conn.read(10, timeout=0.02)
+        assert conn.connected
+        conn.write(b"still")
+        assert conn.readexactly(5, timeout=scaled(5)) == b"still"
+        assert conn.generation == 1
+
+
+def test_readexactly_timeout_keeps_received_bytes(echo_server: Server) -> None:
+    with opened(echo_server.address) as conn:
+        conn.write(b"abc")
+        assert conn.read(1, timeout=scaled(5)) == b"a"
+        with pytest.raises(TimeoutError):
+            conn.readexactly(4, timeout=0.05)  # only "bc" can arrive
+        conn.write(b"de")
+        assert conn.read(1, timeout=scaled(5)) == b"b"  # buffered bytes come first
+        assert conn.readexactly(3, timeout=scaled(5)) == b"cde"
+
+
+def test_read_never_returns_more_than_asked(echo_server: Server) -> None:
+    with opened(echo_server.address) as conn:
+        conn.write(b"0123456789")
+        got = b""
+        for _ in range(10):
+            chunk = conn.read(3, timeout=scaled(5))
+            assert 1 <= len(chunk) <= 3
+            got += chunk
+            if len(got) == 10:
+                break
+        assert got == b"0123456789"
+
+
+def test_bad_call_arguments_lose_nothing(make_server: Callable[..., Server]) -> None:
+    server = make_server("sink")
+    with opened(server.address) as conn:
+        with pytest.raises(TypeError, match="data must be bytes-like, got str"):
+            conn.write("text")  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="n must be >= 1, got 0"):
+            conn.read(0)
+        with pytest.raises(TypeError, match="n must be an int, got float"):
+            conn.readexactly(2.0)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="timeout must be a finite number >= 0 or None, got -1"):
+            conn.write(b"x", timeout=-1)
+        assert conn.write(memoryview(b"ok")) == 2
+        assert conn.write(b"") == 0
+        assert server.wait_received(0, 2) == b"ok"
+
+
+# -- the idle probe -------------------------------------------------------------------
+
+
+def test_write_after_peer_closed_an_idle_connection_is_not_lost(
+    make_server: Callable[..., Server], monkeypatch: pytest.MonkeyPatch, logger: logging.Logger, records: Records
+) -> None:
+    monkeypatch.setattr(perconn.sync, "IDLE_PROBE_AFTER", 0.0)  # every write counts as idle
+    server = make_server("close_after_first")
+    with opened(server.address, logger=logger) as conn:
+        conn.write(b"one")
+        assert server.wait_closes(1)  # the peer closed between the two writes
+        conn.write(b"two")
+        assert server.wait_received(1, 3) == b"two"
+        assert conn.generation == 2
+    (warning,) = records.matching(logging.WARNING, perconn.ConnectionIOError)
+    assert isinstance(warning.error.__cause__, EOFError)  # type: ignore[attr-defined]
+
+
+def test_busy_writer_skips_the_idle_probe(make_server: Callable[..., Server], monkeypatch: pytest.MonkeyPatch) -> None:
+    probes = 0
+    real = perconn.sync._Link.peer_closed
+
+    def counting(link: perconn.sync._Link) -> bool:
+        nonlocal probes
+        probes += 1
+        return real(link)
+
+    monkeypatch.setattr(perconn.sync._Link, "peer_closed", counting)
+    monkeypatch.setattr(perconn.sync, "IDLE_PROBE_AFTER", 60.0)
+    server = make_server("sink")
+    with opened(server.address) as conn:
+        for _ in range(200):
+            conn.write(b"m")
+        assert server.wait_received(0, 200) == b"m" * 200
+    assert probes == 0
+
+
+# -- concurrency -------------------------------------------------------------------------
+
+
+def test_concurrent_writers_never_interleave(make_server: Callable[..., Server]) -> None:
+    server = make_server("sink")
+    writers, count, size = 4, 100, 3000
+    with opened(server.address) as conn:
+
+        def write_all(tag: int) -> None:
+            for _i in range(count):
+                conn.write(bytes([65 + tag]) * size)
+
+        calls = [Call(lambda tag=tag: write_all(tag)) for tag in range(writers)]  # type: ignore[misc]
+        for call in calls:
+            assert call.join(30).error is None
+        data = server.wait_received(0, writers * count * size)
+    blocks = [data[i : i + size] for i in range(0, len(data), size)]
+    assert all(block == block[:1] * size for block in blocks)
+    assert sorted(b[0] for b in blocks) == sorted(65 + t for t in range(writers) for _ in range(count))
+
+
+def test_blocked_reader_does_not_delay_writers(make_server: Callable[..., Server]) -> None:
+    server = make_server("sink")
+    with opened(server.address) as conn:
+        reader = Call(lambda: conn.read(100))  # nothing ever arrives
+        assert wait_until(blocked_in(conn, "_rlock"))
+        for i in range(50):
+            conn.write(b"%03d" % i, timeout=scaled(2))
+        assert len(server.wait_received(0, 150)) == 150
+        assert reader.alive()  # still blocked while all writes completed
+
+
+def test_concurrent_readers_share_the_stream_without_loss(echo_server: Server) -> None:
+    total = 20000
+    got: list[bytes] = []
+    lock = threading.Lock()
+    with opened(echo_server.address) as conn:
+
+        def read_some() -> None:
+            while True:
+                with lock:
+                    if sum(map(len, got)) >= total:
+                        return
+                try:
+                    chunk = conn.read(100, timeout=0.05)
+                except TimeoutError:
+                    continue
+                with lock:
+                    got.append(chunk)
+
+        readers = [Call(read_some) for _ in range(3)]
+        payload = bytes(range(256)) * (total // 256) + bytes(total % 256)
+        conn.write(payload)
+        for reader in readers:
+            assert reader.join(10).error is None
+    assert sum(map(len, got)) == total
+    assert sorted(b"".join(got)) == sorted(payload)
+
+
+# -- closing --------------------------------------------------------------------------------
+
+
+def timed_close(conn: perconn.Conn) -> float:
+    start = time.monotonic()
+    conn.close()
+    return time.monotonic() - start
+
+
+def test_close_while_blocked_in_connect(leaks: Leaks) -> None:
+    with blackhole() as address:
+        conn = perconn.connect(address, **FAST)  # type: ignore[arg-type]
+        waiter = Call(lambda: conn.wait_connected())
+        with pytest.raises(TimeoutError):
+            conn.wait_connected(timeout=0.1)  # the dial hangs: no dial_timeout, SYN dropped
+        assert timed_close(conn) < 0.1
+        assert isinstance(waiter.join().error, perconn.ClosedConnectionError)
+    leaks.assert_none()
+
+
+def test_close_while_sleeping_in_backoff(logger: logging.Logger, records: Records, leaks: Leaks) -> None:
+    with refusing_port() as address:
+        conn = perconn.connect(address, logger=logger, retry_min=30.0, retry_max=60.0)
+        assert records.wait_for(logging.WARNING, perconn.DialError)
+        writer = Call(lambda: conn.write(b"never"))
+        assert timed_close(conn) < 0.1
+        assert isinstance(writer.join().error, perconn.ClosedConnectionError)
+    leaks.assert_none()
+
+
+def test_close_wakes_blocked_readers_and_writers(
+    echo_server: Server, make_server: Callable[..., Server], leaks: Leaks
+) -> None:
+    no_read = make_server("no_read")
+    conn = perconn.connect(echo_server.address)
+    stuck = perconn.connect(no_read.address)
+    conn.wait_connected(scaled(5))
+    stuck.wait_connected(scaled(5))
+    reader = Call(lambda: conn.read(10))
+    exact = Call(lambda: conn.readexactly(10, timeout=scaled(30)))
+    writer = Call(lambda: stuck.write(b"x" * (64 << 20)))  # blocks: the peer never reads
+    assert wait_until(blocked_in(conn, "_rlock")) and wait_until(blocked_in(stuck, "_wlock"))
+    assert timed_close(conn) < 0.1
+    assert timed_close(stuck) < 0.1
+    for call in (reader, exact, writer):
+        assert isinstance(call.join().error, perconn.ClosedConnectionError)
+    echo_server.stop()
+    no_read.stop()
+    leaks.assert_none()
+
+
+def test_close_is_idempotent_and_final(echo_server: Server) -> None:
+    conn = perconn.connect(echo_server.address)
+    conn.wait_connected(scaled(5))
+    conn.close()
+    conn.close()
+    assert not conn.connected
+    for op in (
+        lambda: conn.read(1),
+        lambda: conn.readexactly(1),
+        lambda: conn.write(b"x"),
+        lambda: conn.wait_connected(),
+    ):
+        with pytest.raises(perconn.ClosedConnectionError):
+            op()
+
+
+def test_many_lives_leave_nothing_behind(echo_server: Server, leaks: Leaks) -> None:
+    with refusing_port() as refused:
+        for i in range(20):
+            conn = perconn.connect(echo_server.address if i % 2 else refused, **FAST)  # type: ignore[arg-type]
+            if i % 2:
+                conn.write(b"x")
+                conn.readexactly(1, timeout=scaled(5))
+                if i % 4 == 1:
+                    echo_server.drop_clients()
+                    with pytest.raises(perconn.ConnectionIOError):
+                        conn.read(1, timeout=scaled(5))
+            conn.close()
+    echo_server.stop()
+    leaks.assert_none()
+
+
+# -- cost while down -----------------------------------------------------------------------
+
+
+def test_no_busy_loop_while_down() -> None:
+    with refusing_port() as address:
+        conn = perconn.connect(address, retry_min=0.005, retry_max=0.02)
+        before = resource.getrusage(resource.RUSAGE_SELF)
+        start = time.monotonic()
+        with pytest.raises(TimeoutError):
+            conn.wait_connected(timeout=2.0)
+        wall = time.monotonic() - start
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        conn.close()
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    assert cpu < 0.25 * wall, f"{cpu:.3f}s of CPU in {wall:.3f}s while down"
+
+
+def test_nothing_printed_without_logging_config() -> None:
+    script = (
+        "import socket, perconn\n"
+        "s = socket.socket(); s.bind(('127.0.0.1', 0))\n"
+        "c = perconn.connect('127.0.0.1:%d' % s.getsockname()[1], retry_min=0.01, retry_max=0.02)\n"
+        "try:\n    c.wait_connected(timeout=0.3)\nexcept TimeoutError:\n    pass\n"
+        "c.close()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=scaled(20))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "" and done.stderr == ""
