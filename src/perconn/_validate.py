@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import time
 
-__all__ = ["check_size", "check_timeout", "deadline_after", "timed_out"]
+__all__ = ["check_bytes", "check_size", "check_timeout", "deadline_after", "timed_out"]
 
 
 def check_size(name: str, n: object) -> int:
@@ -16,6 +16,15 @@ def check_size(name: str, n: object) -> int:
     if n < 1:
         raise ValueError(f"{name} must be >= 1, got {n}")
     return n
+
+
+def check_bytes(name: str, data: object) -> memoryview:
+    """A flat byte view of the bytes-like *data*, or a ``TypeError`` naming *name*."""
+    try:
+        view = memoryview(data)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(f"{name} must be bytes-like, got {type(data).__name__}: {data!r:.60}") from None
+    return view.cast("B") if view.format != "B" or view.ndim != 1 else view
 
 
 def check_timeout(timeout: object) -> float | None:

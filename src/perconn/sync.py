@@ -29,7 +29,7 @@ from ._errors import ClosedConnectionError, ConnectionIOError, DialError, Error,
 from ._log import log_connected, log_dial_failed, log_io_failed
 from ._options import LoggerLike, Options, make_options
 from ._state import Lifecycle
-from ._validate import check_size, deadline_after, timed_out
+from ._validate import check_bytes, check_size, deadline_after, timed_out
 
 __all__ = ["Conn", "connect"]
 
@@ -238,7 +238,7 @@ class Conn:
                 *data* was sent (the connection is then dropped: its stream is torn).
             ClosedConnectionError: the ``Conn`` is or became closed.
         """
-        view = data if data.__class__ is bytes else _byte_view(data)
+        view = data if data.__class__ is bytes else check_bytes("data", data)
         size = len(view)
         deadline = None if timeout is None else deadline_after(timeout)
         while True:
@@ -330,18 +330,18 @@ class Conn:
                     self._cond.wait(remaining)
 
     def _enter(self, lock: threading.Lock, deadline: float | None) -> _Link:
-        """Wait for a connection and take *lock*; return the connection, lock held."""
+        """Take *lock* and return the current connection, waiting for one if none
+        is up; the lock is held on return."""
         while True:
-            link = self._link or self._wait_link(deadline)
             if deadline is None:
                 lock.acquire()
             elif not lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
                 raise TimeoutError("another call kept the connection busy")
-            if link is self._link:
+            link = self._link
+            if link is not None:
                 return link
             lock.release()
-            if self._closed:
-                raise ClosedConnectionError()
+            self._wait_link(deadline)
 
     @staticmethod
     def _recv_by(link: _Link, n: int, deadline: float) -> bytes | None:
@@ -368,19 +368,17 @@ class Conn:
     def _io_failed(self, link: _Link, op: str, cause: BaseException, partial: bytes = b"") -> Error:
         """Turn a failure on *link* into the error to raise; drop *link* and start
         redialing if it is still the current connection."""
-        if self._closed:
-            closed = ClosedConnectionError()
-            closed.__cause__ = cause
-            return closed
+        if self._closed:  # the failure is close() shutting the socket down
+            return ClosedConnectionError()
         error = ConnectionIOError(op, cause, partial)
         with self._cond:
             current = link is self._link
             if current:
                 self._link = None
                 self._start_dialer(self._life.connection_lost(time.monotonic()), link)
-        if current:
+        if current:  # the first failure seen on a connection is its one log record
             link.shutdown()
-        log_io_failed(self._log, self.address, error)
+            log_io_failed(self._log, self.address, error)
         return error
 
     def _retire(self, link: _Link, deadline: float | None = None) -> None:
@@ -445,14 +443,6 @@ class Conn:
                 self._cond.notify_all()
             log_connected(self._log, self.address, generation, attempts)
             return
-
-
-def _byte_view(data: object) -> memoryview:
-    try:
-        view = memoryview(data)  # type: ignore[arg-type]
-    except TypeError:
-        raise TypeError(f"data must be bytes-like, got {type(data).__name__}: {data!r:.60}") from None
-    return view.cast("B") if view.format != "B" or view.ndim != 1 else view
 
 
 def connect(
