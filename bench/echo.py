@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import socket
-import subprocess
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -84,8 +85,11 @@ Rates = tuple[float, float, float]
 
 
 def summarise(pairs: list[tuple[float, float]]) -> Rates:
-    raws, conns = zip(*pairs)
-    return statistics.median(raws), statistics.median(conns), statistics.median(c / r for r, c in pairs)
+    return (
+        statistics.median(r for r, _ in pairs),
+        statistics.median(c for _, c in pairs),
+        statistics.median(c / r for r, c in pairs),
+    )
 
 
 def sync_rates(port: int, seconds: float, rounds: int) -> Rates:
@@ -168,11 +172,10 @@ def duplex_rates(seconds: float, rounds: int) -> tuple[float, float]:
     conn = perconn.connect(f"127.0.0.1:{port}")
     conn.wait_connected(5)
     alone = max(rate(lambda: conn.write(PAYLOAD), seconds) for _ in range(rounds))
+
     def read_forever() -> None:
-        try:
+        with contextlib.suppress(perconn.ClosedConnectionError):
             conn.read(1)  # the sink never answers
-        except perconn.ClosedConnectionError:
-            pass
 
     blocked = threading.Thread(target=read_forever, daemon=True)
     blocked.start()

@@ -2,7 +2,9 @@
 
 With no arguments it starts its own echo server on 127.0.0.1 (no remote host
 needed), sends a few lines, kills and restarts the server in the middle, and
-shows perconn raising the one I/O error, logging it, and reconnecting.
+shows perconn noticing the drop, logging it, and reconnecting, so the
+next line goes out on the new connection. (A call that was using the dropped
+connection would get a perconn.ConnectionIOError instead.)
 
     python examples/demo.py            # the synchronous perconn.Conn
     python examples/demo.py --aio      # the asyncio perconn.aio.Conn
@@ -15,6 +17,7 @@ import asyncio
 import logging
 import socket
 import threading
+import time
 
 import perconn
 import perconn.aio
@@ -54,6 +57,7 @@ class EchoServer:
         self._listener.shutdown(socket.SHUT_RDWR)
         self._listener.close()
         for client in self._clients:
+            client.shutdown(socket.SHUT_RDWR)  # FIN now, and wake its echo thread
             client.close()
 
 
@@ -70,6 +74,7 @@ def run_sync(address: str, server: EchoServer | None) -> None:
                 print("-- stopping and restarting the server --")
                 server.stop()
                 server.start()
+            time.sleep(0.05)  # a real client has pauses: perconn checks an idle connection before writing
         print(f"done after {conn.generation} connections")
 
 
@@ -86,7 +91,7 @@ async def run_aio(address: str, server: EchoServer | None) -> None:
                 print("-- stopping and restarting the server --")
                 server.stop()
                 server.start()
-                await asyncio.sleep(0)  # let the transport report the drop
+            await asyncio.sleep(0.05)  # meanwhile the transport reports the drop and perconn redials
         print(f"done after {conn.generation} connections")
 
 

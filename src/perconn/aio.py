@@ -25,7 +25,7 @@ import warnings
 import weakref
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from ._address import Address
 from ._backoff import DEFAULT_RETRY_MAX, DEFAULT_RETRY_MIN
@@ -71,6 +71,7 @@ class _Link(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
         self.failure: BaseException | None = None  # why the connection ended (EOFError: peer closed)
+        self.failed_op = "read"  # what was doing I/O when it ended, for the log
         self.owed = False  # a write went out since the last read returned
         self.report_end = False  # decided when it ends: whether a reader must hear of it
         self._data_waiter: asyncio.Future[None] | None = None
@@ -82,8 +83,7 @@ class _Link(asyncio.Protocol):
     # -- asyncio.Protocol -----------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's do not subclass it
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
@@ -110,9 +110,10 @@ class _Link(asyncio.Protocol):
 
     # -- used by Conn ---------------------------------------------------------
 
-    def _end(self, cause: BaseException) -> None:
+    def _end(self, cause: BaseException, op: str = "read") -> None:
         if self.failure is not None:
             return
+        self.failed_op = op
         self.report_end = self.owed or bool(self.buffer) or self._data_waiter is not None
         self.failure = cause
         self._wake_reader()
@@ -166,9 +167,13 @@ class _Link(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
-    def abort(self) -> None:
+    def abort(self, cause: BaseException | None = None, op: str = "read") -> None:
+        """Drop the connection now; with a *cause*, it ends at once rather than
+        when the transport reports it lost on a later loop iteration."""
         if self.transport is not None:
             self.transport.abort()
+        if cause is not None:
+            self._end(cause, op)
 
 
 class Conn:
@@ -333,7 +338,7 @@ class Conn:
             try:
                 await _within(self._drain(link), remaining, "write")
             except TimeoutError as exc:
-                link.abort()  # part of data may be out: the stream is torn
+                link.abort(exc, "write")  # part of data may be out: the stream is torn
                 raise ConnectionIOError("write", exc) from exc
         return len(data)
 
@@ -486,7 +491,7 @@ class Conn:
         self._link = None
         self._up.clear()
         assert link.failure is not None
-        log_io_failed(self._opts.logger, self.address, ConnectionIOError("read", link.failure))
+        log_io_failed(self._opts.logger, self.address, ConnectionIOError(link.failed_op, link.failure))
         self._start_dialer(self._life.connection_lost(self._loop.time()))
 
     def _start_dialer(self, delay: float) -> None:

@@ -1,0 +1,672 @@
+"""The asyncio Conn over loopback, against the same real servers as the sync tests,
+scenario by scenario, on asyncio's loop and on uvloop."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import gc
+import logging
+import resource
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+from conftest import Leaks, Records
+from servers import Server, blackhole, refusing_port, scaled
+
+import perconn
+import perconn.aio
+
+from .conftest import Run, run_on
+
+FAST: dict[str, Any] = {"retry_min": 0.02, "retry_max": 0.2}
+
+
+@asynccontextmanager
+async def opened(address: str, **kwargs: Any) -> AsyncIterator[perconn.aio.Conn]:
+    conn = perconn.aio.connect(address, **{**FAST, **kwargs})
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Let the loop run until *predicate* holds (a state the code under test reaches
+    in its own callbacks, such as a task blocking on a future)."""
+    deadline = time.monotonic() + scaled(timeout)
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached"
+        await asyncio.sleep(0.001)
+
+
+def no_other_tasks() -> bool:
+    return asyncio.all_tasks() == {asyncio.current_task()}
+
+
+# -- connecting -----------------------------------------------------------------
+
+
+def test_connect_needs_a_running_loop() -> None:
+    with pytest.raises(RuntimeError, match="running event loop"):
+        perconn.aio.connect("127.0.0.1:7")
+
+
+def test_connect_returns_at_once_and_validates_first(run: Run) -> None:
+    async def main() -> None:
+        with pytest.raises(ValueError, match="address='nope'"):
+            perconn.aio.connect("nope")
+        with pytest.raises(ValueError, match="retry_max must be >= retry_min"):
+            perconn.aio.connect("127.0.0.1:7", retry_min=2, retry_max=1)
+        assert no_other_tasks()  # nothing started for a bad call
+        with refusing_port() as address:
+            conn = perconn.aio.connect(address, retry_min=30.0, retry_max=60.0)
+            assert not conn.connected and conn.generation == 0
+            await conn.close()
+        assert no_other_tasks()
+
+    run(main())
+
+
+def test_echo_on_every_address_family(
+    run: Run, any_echo_server: Server, logger: logging.Logger, records: Records
+) -> None:
+    async def main() -> None:
+        async with opened(any_echo_server.address, logger=logger) as conn:
+            assert await conn.write(b"hello, world\n") == 13
+            assert await conn.readuntil(b"\n", timeout=scaled(5)) == b"hello, world\n"
+            assert conn.connected and conn.generation == 1
+
+    run(main())
+    (info,) = records.matching(logging.INFO)
+    assert any_echo_server.address in info.getMessage() and "generation 1" in info.getMessage()
+
+
+def test_async_with_closes(run: Run, echo_server: Server) -> None:
+    async def main() -> None:
+        async with perconn.aio.connect(echo_server.address) as conn:
+            await conn.wait_connected(scaled(5))
+        with pytest.raises(perconn.ClosedConnectionError):
+            await conn.write(b"x")
+
+    run(main())
+
+
+def test_hostname_is_resolved_through_the_loop(run: Run, echo_server: Server) -> None:
+    port = echo_server.address.rsplit(":", 1)[1]
+
+    async def main() -> None:
+        async with opened(f"localhost:{port}", dial_timeout=scaled(2)) as conn:
+            await conn.write(b"ping")
+            assert await conn.readexactly(4, timeout=scaled(5)) == b"ping"
+
+    run(main())
+
+
+# -- waiting for a connection -----------------------------------------------------
+
+
+def test_operations_wait_for_the_first_connection(
+    run: Run, make_server: Callable[..., Server], logger: logging.Logger, records: Records
+) -> None:
+    server = make_server("echo")
+    server.stop()
+
+    async def main() -> None:
+        async with opened(server.address, logger=logger) as conn:
+            await asyncio.to_thread(records.wait_for, logging.WARNING, perconn.DialError)
+            with pytest.raises(TimeoutError):
+                await conn.read(10, timeout=0.05)
+            with pytest.raises(TimeoutError):
+                await conn.wait_connected(timeout=0)
+            writer = asyncio.ensure_future(conn.write(b"queued"))
+            await asyncio.sleep(0)
+            assert not writer.done()
+            server.start()
+            assert await asyncio.wait_for(writer, scaled(5)) == 6
+            assert await conn.readexactly(6, timeout=scaled(5)) == b"queued"
+
+    run(main())
+    error = records.matching(logging.WARNING, perconn.DialError)[0].error  # type: ignore[attr-defined]
+    assert error.address == server.address and isinstance(error.__cause__, ConnectionRefusedError)
+
+
+def test_failed_dials_follow_the_backoff_schedule(run: Run, logger: logging.Logger, records: Records) -> None:
+    async def main() -> None:
+        with refusing_port() as address:
+            async with opened(address, logger=logger, retry_min=0.01, retry_max=0.04, jitter=False):
+                await asyncio.to_thread(records.wait_for, logging.WARNING, perconn.DialError, 5)
+
+    run(main())
+    dial_records = records.matching(logging.WARNING, perconn.DialError)[:5]
+    assert [r.args[2] for r in dial_records] == [0.01, 0.02, 0.04, 0.04, 0.04]  # type: ignore[index]
+    assert [r.args[1] for r in dial_records] == [1, 2, 3, 4, 5]  # type: ignore[index]
+
+
+def test_dial_timeout_against_a_silent_host(run: Run, logger: logging.Logger, records: Records) -> None:
+    async def main() -> None:
+        with blackhole() as address:
+            async with opened(address, logger=logger, dial_timeout=0.05, retry_min=5.0, retry_max=5.0):
+                await asyncio.to_thread(records.wait_for, logging.WARNING, perconn.DialError)
+
+    run(main())
+    error = records.matching(logging.WARNING, perconn.DialError)[0].error  # type: ignore[attr-defined]
+    assert isinstance(error.__cause__, TimeoutError)
+
+
+# -- failures on an established connection ----------------------------------------
+
+
+def test_server_restart_fails_the_pending_read_then_reconnects(
+    run: Run, echo_server: Server, logger: logging.Logger, records: Records
+) -> None:
+    async def main() -> None:
+        async with opened(echo_server.address, logger=logger) as conn:
+            await conn.write(b"one")
+            assert await conn.readexactly(3, timeout=scaled(5)) == b"one"
+            reader = asyncio.ensure_future(conn.read(100))
+            await asyncio.sleep(0)
+            await asyncio.to_thread(echo_server.restart)
+            with pytest.raises(perconn.ConnectionIOError) as info:
+                await asyncio.wait_for(reader, scaled(5))
+            assert info.value.op == "read" and isinstance(info.value.__cause__, EOFError)
+            await conn.write(b"two")
+            assert await conn.readexactly(3, timeout=scaled(5)) == b"two"
+            assert conn.generation == 2
+
+    run(main())
+    assert len(records.matching(logging.WARNING, perconn.ConnectionIOError)) == 1
+    assert len(records.matching(logging.INFO)) == 2
+
+
+def test_reset_mid_stream_is_an_io_error(run: Run, echo_server: Server) -> None:
+    async def main() -> None:
+        async with opened(echo_server.address) as conn:
+            await conn.write(b"x")
+            await conn.readexactly(1, timeout=scaled(5))
+            await conn.write(b"y")  # owed an answer when the reset comes
+            await asyncio.to_thread(echo_server.drop_clients, True)
+            await conn.readexactly(1, timeout=scaled(5))  # "y" came back before the reset
+            with pytest.raises(perconn.ConnectionIOError) as info:
+                await conn.read(1, timeout=scaled(5))
+            assert isinstance(info.value.__cause__, (ConnectionResetError, EOFError))
+            await conn.wait_connected(scaled(5))
+            assert conn.generation == 2
+
+    run(main())
+
+
+def test_readexactly_hands_back_partial_bytes_on_failure(run: Run, echo_server: Server) -> None:
+    async def main() -> None:
+        async with opened(echo_server.address) as conn:
+            await conn.wait_connected(scaled(5))
+            assert echo_server.wait_accepts(1)
+            reader = asyncio.ensure_future(conn.readexactly(5))
+            await asyncio.to_thread(echo_server.send, b"abc")
+            await asyncio.to_thread(echo_server.drop_clients)
+            with pytest.raises(perconn.ConnectionIOError) as info:
+                await asyncio.wait_for(reader, scaled(5))
+            assert info.value.partial == b"abc"
+
+    run(main())
+
+
+def test_readuntil_separator_limit_and_eof(run: Run, echo_server: Server) -> None:
+    async def main() -> None:
+        async with opened(echo_server.address) as conn:
+            await conn.write(b"a line\r\nnext")
+            assert await conn.readuntil(b"\r\n", timeout=scaled(5)) == b"a line\r\n"
+            with pytest.raises(asyncio.LimitOverrunError):
+                await conn.readuntil(b"\n", limit=4, timeout=scaled(5))  # "next" and no separator
+            assert await conn.readexactly(4) == b"next"  # nothing was lost
+            await conn.write(b"tail")
+            reader = asyncio.ensure_future(conn.readuntil(b"\n"))
+            await until(lambda: conn._rlink is not None and len(conn._rlink.buffer) == 4)
+            await asyncio.to_thread(echo_server.drop_clients)
+            with pytest.raises(perconn.ConnectionIOError) as info:
+                await asyncio.wait_for(reader, scaled(5))
+            assert info.value.partial == b"tail"
+            with pytest.raises(ValueError, match="separator"):
+                await conn.readuntil(b"")
+
+    run(main())
+
+
+def test_accept_then_close_server_does_not_make_it_spin(run: Run, make_server: Callable[..., Server]) -> None:
+    server = make_server("accept_close")
+
+    async def main() -> None:
+        async with opened(server.address, retry_min=0.05, retry_max=0.4, jitter=False) as conn:
+            deadline = time.monotonic() + scaled(1.0)
+            for _ in range(1000):  # bounded: a spinning client would reach it
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                with contextlib.suppress(perconn.ConnectionIOError, TimeoutError):
+                    await conn.read(10, timeout=remaining)
+
+    run(main())
+    # Young deaths continue the schedule: dials at 0, .05, .15, .35, .75 (then 1.15...).
+    assert 2 <= server.accepts <= 8, server.accepts
+
+
+def test_write_timeout_while_draining_drops_the_connection(run: Run, make_server: Callable[..., Server]) -> None:
+    server = make_server("no_read")
+
+    async def main() -> None:
+        async with opened(server.address) as conn:
+            await conn.wait_connected(scaled(5))
+            with pytest.raises(perconn.ConnectionIOError) as info:
+                await conn.write(b"x" * (32 << 20), timeout=0.1)
+            assert info.value.op == "write" and isinstance(info.value.__cause__, TimeoutError)
+            await conn.wait_connected(scaled(5))
+            assert conn.generation == 2
+
+    run(main())
+
+
+def test_write_timeout_with_nothing_written_keeps_the_connection(run: Run, make_server: Callable[..., Server]) -> None:
+    server = make_server("no_read")
+
+    async def main() -> None:
+        async with opened(server.address) as conn:
+            await conn.wait_connected(scaled(5))
+            stuck = asyncio.ensure_future(conn.write(b"x" * (32 << 20)))  # backs the transport up
+            await until(lambda: conn._link is not None and conn._link.paused)
+            with pytest.raises(TimeoutError):
+                await conn.write(b"y", timeout=0.05)  # waits for room: nothing written
+            assert conn.connected and conn.generation == 1
+            assert not stuck.done()
+            await conn.close()
+            with pytest.raises(perconn.ClosedConnectionError):
+                await stuck
+
+    run(main())
+
+
+# -- timeouts, buffering, cancellation -----------------------------------------------
+
+
+def test_read_timeout_leaves_the_connection_up(run: Run, echo_server: Server) -> None:
+    async def main() -> None:
+        async with opened(echo_server.address) as conn:
+            await conn.wait_connected(scaled(5))
+            with pytest.raises(TimeoutError):
+                await conn.read(10, timeout=0.02)
+            await conn.write(b"still")
+            assert await conn.readexactly(5, timeout=scaled(5)) == b"still"
+            assert conn.generation == 1
+
+    run(main())
+
+
+def test_readexactly_timeout_keeps_received_bytes(run: Run, echo_server: Server) -> None:
+    async def main() -> None:
+        async with opened(echo_server.address) as conn:
+            await conn.write(b"abc")
+            assert await conn.read(1, timeout=scaled(5)) == b"a"
+            with pytest.raises(TimeoutError):
+                await conn.readexactly(4, timeout=0.05)
+            await conn.write(b"de")
+            assert await conn.read(1, timeout=scaled(5)) == b"b"
+            assert await conn.readexactly(3, timeout=scaled(5)) == b"cde"
+
+    run(main())
+
+
+def test_read_never_returns_more_than_asked(run: Run, echo_server: Server) -> None:
+    async def main() -> None:
+        async with opened(echo_server.address) as conn:
+            await conn.write(b"0123456789")
+            got = b""
+            for _ in range(10):
+                chunk = await conn.read(3, timeout=scaled(5))
+                assert 1 <= len(chunk) <= 3
+                got += chunk
+                if len(got) == 10:
+                    break
+            assert got == b"0123456789"
+
+    run(main())
+
+
+@pytest.mark.parametrize("op", ["read", "readexactly", "readuntil", "write", "wait_connected"])
+def test_cancelling_a_call_cancels_only_that_call(run: Run, make_server: Callable[..., Server], op: str) -> None:
+    echo = make_server("echo")
+    no_read = make_server("no_read")
+
+    async def main() -> None:
+        async with opened(echo.address) as conn, opened(no_read.address) as backed_up:
+            await conn.wait_connected(scaled(5))
+            await backed_up.wait_connected(scaled(5))
+            calls: dict[str, Callable[[], Awaitable[object]]] = {
+                "read": lambda: conn.read(100),
+                "readexactly": lambda: conn.readexactly(10),
+                "readuntil": lambda: conn.readuntil(b"\n"),
+                "write": lambda: backed_up.write(b"x" * (32 << 20)),
+                "wait_connected": lambda: conn.wait_connected(),
+            }
+            if op == "wait_connected":
+                await asyncio.to_thread(echo.stop)  # nothing to connect to
+                await until(lambda: not conn.connected)
+            if op in ("readexactly", "readuntil"):
+                await conn.write(b"01234")  # half of what the call waits for
+                await until(lambda: conn._rlink is not None and len(conn._rlink.buffer) == 5)
+            call = asyncio.ensure_future(calls[op]())
+            await asyncio.sleep(0.01)
+            assert not call.done()
+            call.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await call
+            if op == "wait_connected":
+                await asyncio.to_thread(echo.start)
+                await conn.wait_connected(scaled(5))
+                assert conn.generation == 2
+            elif op == "write":
+                assert backed_up.connected and backed_up.generation == 1
+            else:
+                await conn.write(b"56789\n")
+                expected = b"01234" if op != "read" else b""
+                assert await conn.readexactly(len(expected) + 6, timeout=scaled(5)) == expected + b"56789\n"
+                assert conn.generation == 1
+
+    run(main())
+
+
+def test_bad_call_arguments_lose_nothing(run: Run, make_server: Callable[..., Server]) -> None:
+    server = make_server("sink")
+
+    async def main() -> None:
+        async with opened(server.address) as conn:
+            with pytest.raises(TypeError, match="data must be bytes-like, got str"):
+                await conn.write("text")  # type: ignore[arg-type]
+            with pytest.raises(ValueError, match="n must be >= 1, got 0"):
+                await conn.read(0)
+            with pytest.raises(ValueError, match="timeout must be a finite number >= 0 or None, got -1"):
+                await conn.write(b"x", timeout=-1)
+            assert await conn.write(bytearray(b"ok")) == 2
+
+    run(main())
+    assert server.wait_received(0, 2) == b"ok"
+
+
+# -- the transport notices a dead idle connection ---------------------------------------
+
+
+def test_idle_drop_is_noticed_at_once_and_the_next_call_uses_a_fresh_connection(
+    run: Run, echo_server: Server, logger: logging.Logger, records: Records
+) -> None:
+    async def main() -> None:
+        async with opened(echo_server.address, logger=logger) as conn:
+            await conn.write(b"req")
+            assert await conn.readexactly(3, timeout=scaled(5)) == b"req"
+            await asyncio.to_thread(echo_server.drop_clients)
+            # Nobody reads or writes: the transport alone reports the drop and redials.
+            await asyncio.to_thread(records.wait_for, logging.INFO, None, 2)
+            assert conn.generation == 2
+            await conn.write(b"again")  # neither fails nor loses its bytes
+            assert await conn.readexactly(5, timeout=scaled(5)) == b"again"
+
+    run(main())
+    assert len(records.matching(logging.WARNING, perconn.ConnectionIOError)) == 1
+
+
+def test_owed_reply_is_reported_even_if_the_reader_comes_late(run: Run, make_server: Callable[..., Server]) -> None:
+    server = make_server("close_after_first")
+
+    async def main() -> None:
+        async with opened(server.address) as conn:
+            await conn.write(b"request")
+            assert await asyncio.to_thread(server.wait_closes, 1)
+            await until(lambda: conn.generation == 2)
+            with pytest.raises(perconn.ConnectionIOError):  # the answer to "request" will never come
+                await conn.read(10, timeout=scaled(5))
+
+    run(main())
+
+
+# -- concurrency --------------------------------------------------------------------------
+
+
+def test_concurrent_writers_never_interleave(run: Run, make_server: Callable[..., Server]) -> None:
+    server = make_server("sink")
+    writers, count, size = 4, 100, 3000
+
+    async def main() -> None:
+        async with opened(server.address) as conn:
+
+            async def write_all(tag: int) -> None:
+                for _ in range(count):
+                    await conn.write(bytes([65 + tag]) * size)
+
+            await asyncio.gather(*(write_all(tag) for tag in range(writers)))
+            await asyncio.to_thread(server.wait_received, 0, writers * count * size)
+
+    run(main())
+    data = bytes(server.received[0])
+    blocks = [data[i : i + size] for i in range(0, len(data), size)]
+    assert all(block == block[:1] * size for block in blocks)
+    assert sorted(b[0] for b in blocks) == sorted(65 + t for t in range(writers) for _ in range(count))
+
+
+def test_blocked_reader_does_not_delay_writers(run: Run, make_server: Callable[..., Server]) -> None:
+    server = make_server("sink")
+
+    async def main() -> None:
+        async with opened(server.address) as conn:
+            reader = asyncio.ensure_future(conn.read(100))
+            await asyncio.sleep(0)
+            for i in range(50):
+                await conn.write(b"%03d" % i, timeout=scaled(2))
+            await asyncio.to_thread(server.wait_received, 0, 150)
+            assert not reader.done()
+
+    run(main())
+
+
+def test_concurrent_readers_share_the_stream_without_loss(run: Run, echo_server: Server) -> None:
+    total = 20000
+
+    async def main() -> list[bytes]:
+        got: list[bytes] = []
+        async with opened(echo_server.address) as conn:
+
+            async def read_some() -> None:
+                while sum(map(len, got)) < total:
+                    try:
+                        got.append(await conn.read(100, timeout=0.05))
+                    except TimeoutError:
+                        continue
+
+            readers = [asyncio.ensure_future(read_some()) for _ in range(3)]
+            await conn.write(bytes(range(256)) * (total // 256) + bytes(total % 256))
+            await asyncio.wait_for(asyncio.gather(*readers), scaled(10))
+        return got
+
+    got = run(main())
+    assert sum(map(len, got)) == total
+
+
+# -- closing ----------------------------------------------------------------------------------
+
+
+async def timed_close(conn: perconn.aio.Conn) -> float:
+    start = time.monotonic()
+    await conn.close()
+    return time.monotonic() - start
+
+
+def test_close_while_blocked_in_connect(run: Run, leaks: Leaks) -> None:
+    async def main() -> None:
+        with blackhole() as address:
+            conn = perconn.aio.connect(address, **FAST)
+            waiter = asyncio.ensure_future(conn.wait_connected())
+            with pytest.raises(TimeoutError):
+                await conn.wait_connected(timeout=0.1)
+            assert await timed_close(conn) < 0.1
+            with pytest.raises(perconn.ClosedConnectionError):
+                await waiter
+            assert no_other_tasks()
+
+    run(main())
+    leaks.assert_none()
+
+
+def test_close_while_sleeping_in_backoff(run: Run, logger: logging.Logger, records: Records, leaks: Leaks) -> None:
+    async def main() -> None:
+        with refusing_port() as address:
+            conn = perconn.aio.connect(address, logger=logger, retry_min=30.0, retry_max=60.0)
+            await asyncio.to_thread(records.wait_for, logging.WARNING, perconn.DialError)
+            writer = asyncio.ensure_future(conn.write(b"never"))
+            await asyncio.sleep(0)
+            assert await timed_close(conn) < 0.1
+            with pytest.raises(perconn.ClosedConnectionError):
+                await writer
+            assert no_other_tasks()
+
+    run(main())
+    leaks.assert_none()
+
+
+def test_close_wakes_blocked_readers_and_writers(
+    run: Run, echo_server: Server, make_server: Callable[..., Server], leaks: Leaks
+) -> None:
+    no_read = make_server("no_read")
+
+    async def main() -> None:
+        conn = perconn.aio.connect(echo_server.address)
+        stuck = perconn.aio.connect(no_read.address)
+        await conn.wait_connected(scaled(5))
+        await stuck.wait_connected(scaled(5))
+        calls = [
+            asyncio.ensure_future(conn.read(10)),
+            asyncio.ensure_future(conn.readexactly(10)),
+            asyncio.ensure_future(conn.readuntil(b"\n")),
+            asyncio.ensure_future(stuck.write(b"x" * (32 << 20))),
+        ]
+        await until(lambda: stuck._link is not None and stuck._link.paused)
+        assert await timed_close(conn) < 0.1
+        assert await timed_close(stuck) < 0.1  # its transport holds megabytes it cannot flush
+        for call in calls:
+            with pytest.raises(perconn.ClosedConnectionError):
+                await call
+        assert no_other_tasks()
+
+    run(main())
+    echo_server.stop()
+    no_read.stop()
+    leaks.assert_none()
+
+
+def test_close_is_idempotent_and_final(run: Run, echo_server: Server) -> None:
+    async def main() -> None:
+        conn = perconn.aio.connect(echo_server.address)
+        await conn.wait_connected(scaled(5))
+        await asyncio.gather(conn.close(), conn.close())
+        await conn.close()
+        assert not conn.connected
+        for op in (conn.read(1), conn.readexactly(1), conn.readuntil(), conn.write(b"x"), conn.wait_connected()):
+            with pytest.raises(perconn.ClosedConnectionError):
+                await op
+
+    run(main())
+
+
+def test_dropping_an_unclosed_conn_warns_and_releases_it(run: Run, echo_server: Server, leaks: Leaks) -> None:
+    async def main() -> None:
+        conn = perconn.aio.connect(echo_server.address)
+        await conn.wait_connected(scaled(5))
+        with pytest.warns(ResourceWarning, match="unclosed <perconn.aio.Conn"):
+            del conn
+            gc.collect()
+        await until(no_other_tasks)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)  # the aborted transport's own
+        run(main())
+    echo_server.stop()
+    leaks.assert_none()
+
+
+# -- cost while down, and the loop never blocks ---------------------------------------------------
+
+
+def test_no_busy_loop_while_down(run: Run) -> None:
+    async def main() -> tuple[float, float]:
+        with refusing_port() as address:
+            async with opened(address, retry_min=0.005, retry_max=0.02) as conn:
+                before = resource.getrusage(resource.RUSAGE_SELF)
+                start = time.monotonic()
+                with pytest.raises(TimeoutError):
+                    await conn.wait_connected(timeout=2.0)
+                wall = time.monotonic() - start
+                after = resource.getrusage(resource.RUSAGE_SELF)
+        return (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), wall
+
+    cpu, wall = run(main())
+    assert cpu < 0.25 * wall, f"{cpu:.3f}s of CPU in {wall:.3f}s while down"
+
+
+class SlowResolver(concurrent.futures.ThreadPoolExecutor):
+    """The loop's default executor, where asyncio runs getaddrinfo, made slow as a
+    far-away DNS server is: every job waits before it runs."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[Any]:
+        def slow() -> Any:
+            time.sleep(0.3)
+            return fn(*args, **kwargs)
+
+        return super().submit(slow)
+
+
+def test_dialing_never_starves_the_loop(logger: logging.Logger, records: Records) -> None:
+    unresolvable = ".".join(["a" * 60] * 5) + ":80"  # over 253 characters: fails in the resolver
+
+    async def main() -> float:
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(SlowResolver(max_workers=2))
+        worst = 0.0
+        with blackhole() as silent, refusing_port() as refused:
+            port = refused.rsplit(":", 1)[1]
+            conns = [
+                perconn.aio.connect(silent, dial_timeout=0.05, logger=logger, **FAST),
+                perconn.aio.connect(unresolvable, logger=logger, **FAST),
+                perconn.aio.connect(f"localhost:{port}", logger=logger, **FAST),
+            ]
+            last = loop.time()
+            deadline = last + 1.0
+            while loop.time() < deadline:
+                await asyncio.sleep(0.005)
+                now = loop.time()
+                worst = max(worst, now - last)
+                last = now
+            for conn in conns:
+                await conn.close()
+        return worst
+
+    worst = run_on(asyncio.new_event_loop, main())
+    causes = {type(r.error.__cause__) for r in records.matching(logging.WARNING, perconn.DialError)}  # type: ignore[attr-defined]
+    assert {TimeoutError, ConnectionRefusedError} <= causes and any(issubclass(c, OSError) for c in causes)
+    assert worst < 0.05, f"the loop was starved for {worst * 1000:.0f} ms"
+
+
+def test_nothing_printed_without_logging_config() -> None:
+    script = (
+        "import asyncio, socket, perconn.aio\n"
+        "async def main():\n"
+        "    s = socket.socket(); s.bind(('127.0.0.1', 0))\n"
+        "    c = perconn.aio.connect('127.0.0.1:%d' % s.getsockname()[1], retry_min=0.01, retry_max=0.02)\n"
+        "    try:\n        await c.wait_connected(timeout=0.3)\n    except TimeoutError:\n        pass\n"
+        "    await c.close()\n"
+        "asyncio.run(main())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=scaled(20))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "" and done.stderr == ""
