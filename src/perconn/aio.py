@@ -29,6 +29,7 @@ from typing import TypeVar, cast
 
 from ._address import Address
 from ._backoff import DEFAULT_RETRY_MAX, DEFAULT_RETRY_MIN
+from ._base import ConnBase
 from ._errors import ClosedConnectionError, ConnectionIOError, DialError, peer_closed
 from ._log import log_connected, log_dial_failed, log_io_failed
 from ._options import LoggerLike, Options, make_options
@@ -176,7 +177,7 @@ class _Link(asyncio.Protocol):
             self._end(cause, op)
 
 
-class Conn:
+class Conn(ConnBase[_Link]):
     """A pseudo-persistent client connection for asyncio: one object to read and
     write from any number of tasks while connections come and go underneath.
 
@@ -224,21 +225,6 @@ class Conn:
         self._start_dialer(0.0)
 
     # -- public API -----------------------------------------------------------
-
-    @property
-    def address(self) -> str:
-        """The remote address, as given to :func:`connect`."""
-        return self._opts.address.text
-
-    @property
-    def connected(self) -> bool:
-        """Whether a connection is up right now (it may fail the next moment)."""
-        return self._link is not None
-
-    @property
-    def generation(self) -> int:
-        """How many connections have been established so far (0 before the first)."""
-        return self._life.generation
 
     async def wait_connected(self, timeout: float | None = None) -> None:
         """Wait until a connection is up.
@@ -326,7 +312,7 @@ class Conn:
         if data.__class__ is not bytes:
             data = check_bytes("data", data)
         seconds = None if timeout is None else check_timeout(timeout)
-        start = self._loop.time()
+        start = 0.0 if seconds is None else self._loop.time()
         link = self._link
         if link is None or not link.writable_now():
             link = await _within(self._writable(), seconds, "write")
@@ -385,10 +371,6 @@ class Conn:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.close()
-
-    def __repr__(self) -> str:
-        state = "closed" if self._closed else "connected" if self.connected else "dialing"
-        return f"<perconn.aio.Conn {self.address} {state} generation={self.generation}>"
 
     def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
         if self._closed:

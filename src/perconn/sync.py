@@ -24,6 +24,7 @@ from collections.abc import Callable
 from types import TracebackType
 
 from ._backoff import DEFAULT_RETRY_MAX, DEFAULT_RETRY_MIN
+from ._base import ConnBase
 from ._dial import DialAborted, dial, wait_fd
 from ._errors import ClosedConnectionError, ConnectionIOError, DialError, Error, peer_closed
 from ._log import log_connected, log_dial_failed, log_io_failed
@@ -98,7 +99,7 @@ class _Dialer:
         os.close(self.wake_w)
 
 
-class Conn:
+class Conn(ConnBase[_Link]):
     """A pseudo-persistent client connection: one object to read and write for the
     life of the program while connections come and go underneath.
 
@@ -134,21 +135,6 @@ class Conn:
             self._start_dialer(0.0, None)
 
     # -- public API ---------------------------------------------------------
-
-    @property
-    def address(self) -> str:
-        """The remote address, as given to :func:`connect`."""
-        return self._opts.address.text
-
-    @property
-    def connected(self) -> bool:
-        """Whether a connection is up right now (it may fail the next moment)."""
-        return self._link is not None
-
-    @property
-    def generation(self) -> int:
-        """How many connections have been established so far (0 before the first)."""
-        return self._life.generation
 
     def wait_connected(self, timeout: float | None = None) -> None:
         """Block until a connection is up.
@@ -307,10 +293,6 @@ class Conn:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
-
-    def __repr__(self) -> str:
-        state = "closed" if self._closed else "connected" if self.connected else "dialing"
-        return f"<perconn.Conn {self.address} {state} generation={self.generation}>"
 
     # -- waiting and I/O helpers --------------------------------------------
 

@@ -9,6 +9,7 @@ import contextlib
 import gc
 import logging
 import resource
+import socket
 import subprocess
 import sys
 import time
@@ -395,6 +396,30 @@ def test_bad_call_arguments_lose_nothing(run: Run, make_server: Callable[..., Se
 
     run(main())
     assert server.wait_received(0, 2) == b"ok"
+
+
+def test_unread_bytes_pause_the_transport_and_none_are_lost(run: Run) -> None:
+    payload = bytes(range(256)) * 4096  # 1 MiB, far over the read buffer's bound
+
+    async def main() -> None:
+        listener = socket.create_server(("127.0.0.1", 0))
+        port = listener.getsockname()[1]
+
+        def serve() -> None:
+            peer, _ = listener.accept()
+            with peer:
+                peer.sendall(payload)
+                peer.recv(1)  # wait for the client to close
+
+        async with opened(f"127.0.0.1:{port}") as conn:
+            sender = asyncio.ensure_future(asyncio.to_thread(serve))
+            await until(lambda: conn._rlink is not None and conn._rlink._read_paused)
+            assert len(conn._rlink.buffer) <= 2 * perconn.aio.DEFAULT_LIMIT + 2**18  # type: ignore[union-attr]
+            assert await conn.readexactly(len(payload), timeout=scaled(10)) == payload
+        await asyncio.wait_for(sender, scaled(5))
+        listener.close()
+
+    run(main())
 
 
 # -- the transport notices a dead idle connection ---------------------------------------
