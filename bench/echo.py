@@ -189,7 +189,7 @@ def duplex_rates(seconds: float, rounds: int) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=0.3, help="length of one measuring round")
-    parser.add_argument("--rounds", type=int, default=9, help="rounds per contender (medians are kept)")
+    parser.add_argument("--rounds", type=int, default=15, help="rounds per contender (medians are kept)")
     args = parser.parse_args()
     server = subprocess.Popen([sys.executable, "-c", SERVER], stdout=subprocess.PIPE, text=True)
     try:

@@ -249,9 +249,8 @@ class Conn(ConnBase[_Link]):
         if link is not None and link.buffer and not self._rlock.locked():
             link.owed = False
             return link.take(n)  # fast path: bytes are already here
-        if timeout is not None:
-            return await _within(self._read(n), check_timeout(timeout), "read")
-        return await self._read(n)
+        some = self._read_until(lambda buf: min(n, len(buf)) if buf else -1)
+        return await (some if timeout is None else _within(some, check_timeout(timeout), "read"))
 
     async def readexactly(self, n: int, timeout: float | None = None) -> bytes:
         """Read exactly *n* bytes from one connection.
@@ -436,27 +435,16 @@ class Conn(ConnBase[_Link]):
 
     # -- reading --------------------------------------------------------------
 
-    async def _read(self, n: int) -> bytes:
-        async with self._rlock:
-            link = await self._reader()
-            while not link.buffer:
-                if link.failure is not None:
-                    self._rlink = None if self._rlink is link else self._rlink
-                    raise self._ended(link, "read")
-                await link.wait_data()
-                if self._closed:
-                    raise ClosedConnectionError()
-            link.owed = False
-            return link.take(n)
-
     async def _read_until(self, complete: Callable[[bytearray], int]) -> bytes:
         """Read one item whose end *complete* finds in the buffer (-1: not yet)."""
         async with self._rlock:
-            link = await self._reader()
+            link = self._rlink
+            if link is None or link is not self._link:  # not simply reading the live connection
+                link = await self._reader()
             while (end := complete(link.buffer)) < 0:
                 if link.failure is not None:
                     partial = link.take(len(link.buffer))
-                    self._rlink = None if self._rlink is link else self._rlink
+                    self._rlink = None  # its end is reported now, once
                     raise self._ended(link, "read", partial)
                 await link.wait_data()
                 if self._closed:

@@ -158,19 +158,9 @@ class Conn(ConnBase[_Link]):
         deadline = None if timeout is None else deadline_after(timeout)
         link = self._enter(self._rlock, deadline)
         try:
-            if link.rbuf:
-                return link.take(n)
-            data = link.sock.recv(n) if deadline is None else self._recv_by(link, n, deadline)
-            if data:
-                return data
-            failure: BaseException | None = None if data is None else peer_closed()
-        except OSError as exc:
-            failure = exc
+            return link.take(n) if link.rbuf else self._recv(link, n, deadline)
         finally:
             self._rlock.release()
-        if failure is None:
-            raise timed_out("read", timeout)
-        raise self._io_failed(link, "read", failure)
 
     def readexactly(self, n: int, timeout: float | None = None) -> bytes:
         """Read exactly *n* bytes from one connection.
@@ -188,27 +178,18 @@ class Conn(ConnBase[_Link]):
         deadline = deadline_after(timeout)
         link = self._enter(self._rlock, deadline)
         buf = bytearray(link.take(n))
-        failure: BaseException | None = None
         try:
             while len(buf) < n:
-                want = n - len(buf)
-                chunk = link.sock.recv(want) if deadline is None else self._recv_by(link, want, deadline)
-                if chunk is None:  # timed out: keep what arrived for the next read
-                    link.rbuf[:0] = buf
-                    break
-                if not chunk:
-                    failure = peer_closed()
-                    break
-                buf += chunk
-            else:
-                return bytes(buf)
-        except OSError as exc:
-            failure = exc
+                buf += self._recv(link, n - len(buf), deadline)
+            return bytes(buf)
+        except TimeoutError:
+            link.rbuf[:0] = buf  # keep what arrived for the next read
+            raise
+        except ConnectionIOError as exc:
+            exc.partial = bytes(buf)
+            raise
         finally:
             self._rlock.release()
-        if failure is None:
-            raise timed_out("readexactly", timeout)
-        raise self._io_failed(link, "read", failure, bytes(buf))
 
     def write(self, data: bytes | bytearray | memoryview, timeout: float | None = None) -> int:
         """Write all of *data* on one connection and return ``len(data)``.
@@ -325,15 +306,30 @@ class Conn(ConnBase[_Link]):
             lock.release()
             self._wait_link(deadline)
 
-    @staticmethod
-    def _recv_by(link: _Link, n: int, deadline: float) -> bytes | None:
-        """Receive up to *n* bytes before *deadline*; None on timeout."""
-        while wait_fd(link.sock.fileno(), select.POLLIN, deadline):
-            try:
-                return link.sock.recv(n, socket.MSG_DONTWAIT)
-            except BlockingIOError:
-                continue
-        return None
+    def _recv(self, link: _Link, n: int, deadline: float | None) -> bytes:
+        """Receive 1 to *n* bytes from *link* (the caller holds ``_rlock``).
+
+        Raises:
+            TimeoutError: nothing arrived by *deadline*; the connection is intact.
+                (A ``TimeoutError`` from the OS is a failure, raised wrapped.)
+            ConnectionIOError: the connection failed, EOF included.
+            ClosedConnectionError: the ``Conn`` was closed meanwhile.
+        """
+        try:
+            if deadline is None:
+                data: bytes | None = link.sock.recv(n)
+            else:
+                data = None
+                while data is None and wait_fd(link.sock.fileno(), select.POLLIN, deadline):
+                    with contextlib.suppress(BlockingIOError):
+                        data = link.sock.recv(n, socket.MSG_DONTWAIT)
+        except OSError as exc:
+            raise self._io_failed(link, "read", exc)  # noqa: B904 (the cause is set inside)
+        if data is None:
+            raise TimeoutError("read timed out")
+        if not data:
+            raise self._io_failed(link, "read", peer_closed())
+        return data
 
     @staticmethod
     def _send_by(link: _Link, view: bytes | memoryview, deadline: float) -> int:

@@ -90,6 +90,15 @@ def test_echo_on_every_address_family(
     assert any_echo_server.address in info.getMessage() and "generation 1" in info.getMessage()
 
 
+def test_works_under_asyncio_run(echo_server: Server) -> None:
+    async def main() -> bytes:
+        async with perconn.aio.connect(echo_server.address) as conn:
+            await conn.write(b"plain asyncio.run\n")
+            return await conn.readuntil(timeout=scaled(5))
+
+    assert asyncio.run(main()) == b"plain asyncio.run\n"
+
+
 def test_async_with_closes(run: Run, echo_server: Server) -> None:
     async def main() -> None:
         async with perconn.aio.connect(echo_server.address) as conn:
@@ -361,7 +370,13 @@ def test_cancelling_a_call_cancels_only_that_call(run: Run, make_server: Callabl
                 await conn.write(b"01234")  # half of what the call waits for
                 await until(lambda: conn._rlink is not None and len(conn._rlink.buffer) == 5)
             call = asyncio.ensure_future(calls[op]())
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0)  # one loop step: the call runs up to where it blocks
+            if op == "write":
+                assert backed_up._link is not None and backed_up._link._drain_waiters
+            elif op == "wait_connected":
+                assert not conn._up.is_set()
+            else:
+                assert conn._rlink is not None and conn._rlink._data_waiter is not None
             assert not call.done()
             call.cancel()
             with pytest.raises(asyncio.CancelledError):
