@@ -353,13 +353,12 @@ class Conn(ConnBase[_Link]):
             if dialer is not None:
                 dialer.cancel()
                 await asyncio.wait([dialer])
-            for link in links:
-                if link.transport is not None:
-                    try:
-                        await asyncio.wait_for(asyncio.shield(link.lost), CLOSE_BUDGET)
-                    except asyncio.TimeoutError:
+            if links:
+                _, flushing = await asyncio.wait([link.lost for link in links], timeout=CLOSE_BUDGET)
+                for link in links:
+                    if link.lost in flushing:
                         link.abort()
-                        await link.lost
+                await asyncio.wait([link.lost for link in links])
         finally:
             self._closing.set_result(None)
 

@@ -318,13 +318,16 @@ def test_bad_call_arguments_lose_nothing(make_server: Callable[..., Server]) -> 
 
 
 def test_write_after_peer_closed_an_idle_connection_is_not_lost(
-    make_server: Callable[..., Server], monkeypatch: pytest.MonkeyPatch, logger: logging.Logger, records: Records
+    make_server: Callable[..., Server], logger: logging.Logger, records: Records
 ) -> None:
-    monkeypatch.setattr(perconn.sync, "IDLE_PROBE_AFTER", 0.0)  # every write counts as idle
     server = make_server("close_after_first")
     with opened(server.address, logger=logger) as conn:
         conn.write(b"one")
+        idle_from = time.monotonic()
         assert server.wait_closes(1)  # the peer closed between the two writes
+        # The rule is defined by time: the next write checks only after the connection
+        # sat idle for IDLE_PROBE_AFTER (1 ms), so let that much pass if it has not.
+        time.sleep(max(0.0, idle_from + perconn.sync.IDLE_PROBE_AFTER - time.monotonic()))
         conn.write(b"two")
         assert server.wait_received(1, 3) == b"two"
         assert conn.generation == 2
