@@ -233,7 +233,8 @@ class Conn(ConnBase[_Link]):
             TimeoutError: none came up within *timeout* seconds.
             ClosedConnectionError: the ``Conn`` is or became closed.
         """
-        await _within(self._current(), check_timeout(timeout), "wait_connected")
+        seconds = check_timeout(timeout)
+        await _within(self._current(), seconds, "wait_connected")
 
     async def read(self, n: int, timeout: float | None = None) -> bytes:
         """Read and return 1 to *n* bytes, waiting for a connection if none is up.
@@ -249,8 +250,10 @@ class Conn(ConnBase[_Link]):
         if link is not None and link.buffer and not self._rlock.locked():
             link.owed = False
             return link.take(n)  # fast path: bytes are already here
-        some = self._read_until(lambda buf: min(n, len(buf)) if buf else -1)
-        return await (some if timeout is None else _within(some, check_timeout(timeout), "read"))
+        if timeout is None:
+            return await self._read_until(lambda buf: min(n, len(buf)) if buf else -1)
+        seconds = check_timeout(timeout)
+        return await _within(self._read_until(lambda buf: min(n, len(buf)) if buf else -1), seconds, "read")
 
     async def readexactly(self, n: int, timeout: float | None = None) -> bytes:
         """Read exactly *n* bytes from one connection.
@@ -265,7 +268,8 @@ class Conn(ConnBase[_Link]):
             ClosedConnectionError: the ``Conn`` is or became closed.
         """
         check_size("n", n)
-        return await _within(self._read_until(lambda buf: n if len(buf) >= n else -1), check_timeout(timeout), "read")
+        seconds = check_timeout(timeout)
+        return await _within(self._read_until(lambda buf: n if len(buf) >= n else -1), seconds, "read")
 
     async def readuntil(
         self, separator: bytes = b"\n", limit: int | None = None, timeout: float | None = None
@@ -291,7 +295,8 @@ class Conn(ConnBase[_Link]):
                 raise asyncio.LimitOverrunError(f"separator not found within limit={bound} bytes", min(len(buf), bound))
             return end
 
-        return await _within(self._read_until(found), check_timeout(timeout), "read")
+        seconds = check_timeout(timeout)
+        return await _within(self._read_until(found), seconds, "read")
 
     async def write(self, data: bytes | bytearray | memoryview, timeout: float | None = None) -> int:
         """Hand all of *data* to one connection's transport, drain it, and return ``len(data)``.

@@ -405,8 +405,17 @@ def test_bad_call_arguments_lose_nothing(run: Run, make_server: Callable[..., Se
                 await conn.write("text")  # type: ignore[arg-type]
             with pytest.raises(ValueError, match="n must be >= 1, got 0"):
                 await conn.read(0)
-            with pytest.raises(ValueError, match="timeout must be a finite number >= 0 or None, got -1"):
-                await conn.write(b"x", timeout=-1)
+            for call in (
+                lambda: conn.write(b"x", timeout=-1),
+                lambda: conn.read(1, timeout=-1),
+                lambda: conn.readexactly(1, timeout=-1),
+                lambda: conn.readuntil(timeout=-1),
+                lambda: conn.wait_connected(timeout=-1),
+            ):
+                with pytest.raises(ValueError, match="timeout must be a finite number >= 0 or None, got -1"):
+                    await call()
+            with pytest.raises(TypeError, match="timeout must be a number of seconds or None, got str"):
+                await conn.read(1, timeout="1")  # type: ignore[arg-type]
             assert await conn.write(bytearray(b"ok")) == 2
 
     run(main())
