@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
+from typing import Any
 
 import pytest
 
 import perconn
+import perconn.aio
 from perconn._options import make_options
-
-GOOD = {"dial_timeout": None, "logger": None, "retry_min": 1.0, "retry_max": 60.0, "jitter": True}
-
-
-def options(**overrides: object) -> dict[str, object]:
-    return {**GOOD, **overrides}
 
 
 @pytest.mark.parametrize(
@@ -34,14 +31,14 @@ def options(**overrides: object) -> dict[str, object]:
         ({"logger": print}, TypeError, "logger must be a logging.Logger or LoggerAdapter"),
     ],
 )
-def test_bad_options_are_named(overrides: dict[str, object], error: type[Exception], fragment: str) -> None:
+def test_bad_options_are_named(overrides: dict[str, Any], error: type[Exception], fragment: str) -> None:
     with pytest.raises(error) as info:
-        make_options("localhost:7", **options(**overrides))
+        make_options("localhost:7", **overrides)
     assert fragment in str(info.value)
 
 
 def test_defaults() -> None:
-    opts = make_options("localhost:7", **GOOD)
+    opts = make_options("localhost:7")
     assert opts.logger is logging.getLogger("perconn")
     assert opts.dial_timeout is None
     assert (opts.backoff.retry_min, opts.backoff.retry_max, opts.backoff.jitter) == (1.0, 60.0, True)
@@ -49,7 +46,7 @@ def test_defaults() -> None:
 
 def test_accepts_logger_adapters_and_int_seconds() -> None:
     adapter = logging.LoggerAdapter(logging.getLogger("x"), {})
-    opts = make_options("localhost:7", **options(logger=adapter, retry_min=2, retry_max=2, dial_timeout=3))
+    opts = make_options("localhost:7", logger=adapter, retry_min=2, retry_max=2, dial_timeout=3)
     assert opts.logger is adapter
     assert opts.backoff.retry_min == opts.backoff.retry_max == 2.0
     assert opts.dial_timeout == 3.0
@@ -58,6 +55,16 @@ def test_accepts_logger_adapters_and_int_seconds() -> None:
 def test_library_logger_is_silent_by_default() -> None:
     handlers = logging.getLogger("perconn").handlers
     assert any(isinstance(h, logging.NullHandler) for h in handlers)
+
+
+def test_both_connect_functions_share_one_signature_and_document_it() -> None:
+    parameters = inspect.signature(make_options).parameters
+    for connect, conn_type in ((perconn.connect, perconn.Conn), (perconn.aio.connect, perconn.aio.Conn)):
+        assert inspect.signature(connect).parameters == parameters
+        assert inspect.signature(connect).return_annotation is conn_type
+        assert connect.__name__ == "connect"
+        assert connect.__doc__ is not None and "retry_min: the first backoff step" in connect.__doc__
+    assert "running event loop" in (perconn.aio.connect.__doc__ or "")
 
 
 def test_exceptions_form_one_family_under_oserror() -> None:

@@ -5,15 +5,21 @@ Every check happens here, before any I/O, and names the argument and the bad val
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Union
+from typing import ParamSpec, TypeVar, Union
 
 from ._address import Address, parse_address
-from ._backoff import Backoff
+from ._backoff import DEFAULT_RETRY_MAX, DEFAULT_RETRY_MIN, Backoff
 
-__all__ = ["LoggerLike", "Options", "make_options"]
+__all__ = ["LoggerLike", "Options", "connect_function", "make_options"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 LoggerLike = Union[logging.Logger, "logging.LoggerAdapter[logging.Logger]"]
 
@@ -43,18 +49,28 @@ def _seconds(name: str, value: object, *, allow_none: bool = False) -> float | N
 
 
 def make_options(
-    address: object,
+    address: str,
     *,
-    dial_timeout: object,
-    logger: object,
-    retry_min: object,
-    retry_max: object,
-    jitter: object,
+    dial_timeout: float | None = None,
+    logger: LoggerLike | None = None,
+    retry_min: float = DEFAULT_RETRY_MIN,
+    retry_max: float = DEFAULT_RETRY_MAX,
+    jitter: bool = True,
 ) -> Options:
     """Validate the arguments of ``connect`` and bundle them.
 
+    Args:
+        address: ``"host:port"``, ``"[v6addr]:port"`` or ``"unix:/path/to/socket"``.
+        dial_timeout: seconds for one dial attempt; None leaves it to the OS.
+        logger: a ``logging.Logger`` or ``LoggerAdapter``; receives a WARNING per
+            failed dial and per dropped connection and an INFO per established
+            connection. None means ``logging.getLogger("perconn")``.
+        retry_min: the first backoff step, in seconds.
+        retry_max: the cap on backoff steps, in seconds.
+        jitter: randomise every backoff sleep (False: exact doubling).
+
     Raises:
-        TypeError: an argument has the wrong type.
+        TypeError: an argument has the wrong type (named in the message, with its value).
         ValueError: an argument has a bad value (malformed address, non-positive
             or non-finite seconds, ``retry_max < retry_min``).
     """
@@ -72,3 +88,21 @@ def make_options(
     elif not isinstance(logger, (logging.Logger, logging.LoggerAdapter)):
         raise TypeError(f"logger must be a logging.Logger or LoggerAdapter, got {type(logger).__name__}: {logger!r}")
     return Options(address=addr, dial_timeout=timeout, logger=logger, backoff=Backoff(rmin, rmax, jitter))
+
+
+def connect_function(
+    make: Callable[P, Options], build: Callable[[Options], T], module: str, summary: str
+) -> Callable[P, T]:
+    """Make a front end's ``connect``: *make*'s parameters (one signature, one set
+    of defaults for both front ends), validated by *make*, then ``build(options)``.
+    Its docstring is *summary* followed by *make*'s."""
+
+    @functools.wraps(make)
+    def connect(*args: P.args, **kwargs: P.kwargs) -> T:
+        return build(make(*args, **kwargs))
+
+    connect.__module__ = module
+    connect.__name__ = connect.__qualname__ = "connect"
+    connect.__signature__ = inspect.signature(make).replace(return_annotation=build)  # type: ignore[attr-defined]
+    connect.__doc__ = summary + "\n\n" + inspect.cleandoc((make.__doc__ or "").partition("\n\n")[2])
+    return connect

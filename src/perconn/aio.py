@@ -28,11 +28,10 @@ from types import TracebackType
 from typing import TypeVar, cast
 
 from ._address import Address
-from ._backoff import DEFAULT_RETRY_MAX, DEFAULT_RETRY_MIN
 from ._base import ConnBase
 from ._errors import ClosedConnectionError, ConnectionIOError, DialError, peer_closed
 from ._log import log_connected, log_dial_failed, log_io_failed
-from ._options import LoggerLike, Options, make_options
+from ._options import Options, connect_function, make_options
 from ._state import Lifecycle
 from ._validate import check_bytes, check_size, check_timeout, timed_out
 
@@ -523,25 +522,12 @@ async def _dial(loop: asyncio.AbstractEventLoop, ref: weakref.ref[Conn], address
     return link
 
 
-def connect(
-    address: str,
-    *,
-    dial_timeout: float | None = None,
-    logger: LoggerLike | None = None,
-    retry_min: float = DEFAULT_RETRY_MIN,
-    retry_max: float = DEFAULT_RETRY_MAX,
-    jitter: bool = True,
-) -> Conn:
-    """Return a :class:`Conn` to *address* at once; dialing runs in a background task.
-
-    A plain (non-async) call that needs a running event loop. The options,
-    defaults and validation are those of :func:`perconn.connect`.
-
-    Raises:
-        TypeError, ValueError: a bad argument (named in the message), before any I/O.
-        RuntimeError: no event loop is running.
-    """
-    options = make_options(
-        address, dial_timeout=dial_timeout, logger=logger, retry_min=retry_min, retry_max=retry_max, jitter=jitter
-    )
-    return Conn(options)
+connect = connect_function(
+    make_options,
+    Conn,
+    "perconn.aio",
+    """Return a :class:`perconn.aio.Conn` to *address* at once; dialing runs in a
+background task. A plain (non-async) call: it needs a running event loop and
+raises ``RuntimeError`` without one. The options, defaults and validation are
+those of :func:`perconn.connect`.""",
+)

@@ -23,12 +23,11 @@ import time
 from collections.abc import Callable
 from types import TracebackType
 
-from ._backoff import DEFAULT_RETRY_MAX, DEFAULT_RETRY_MIN
 from ._base import ConnBase
 from ._dial import DialAborted, dial, wait_fd
 from ._errors import ClosedConnectionError, ConnectionIOError, DialError, Error, peer_closed
 from ._log import log_connected, log_dial_failed, log_io_failed
-from ._options import LoggerLike, Options, make_options
+from ._options import LoggerLike, Options, connect_function, make_options
 from ._state import Lifecycle
 from ._validate import check_bytes, check_size, deadline_after, timed_out
 
@@ -423,30 +422,10 @@ class Conn(ConnBase[_Link]):
             return
 
 
-def connect(
-    address: str,
-    *,
-    dial_timeout: float | None = None,
-    logger: LoggerLike | None = None,
-    retry_min: float = DEFAULT_RETRY_MIN,
-    retry_max: float = DEFAULT_RETRY_MAX,
-    jitter: bool = True,
-) -> Conn:
-    """Return a :class:`Conn` to *address* at once; dialing happens in the background.
-
-    Args:
-        address: ``"host:port"``, ``"[v6addr]:port"`` or ``"unix:/path/to/socket"``.
-        dial_timeout: seconds for one dial attempt; None leaves it to the OS.
-        logger: receives a WARNING per failed dial and per I/O failure and an
-            INFO per established connection; None means ``logging.getLogger("perconn")``.
-        retry_min: the first backoff step, in seconds.
-        retry_max: the cap on backoff steps, in seconds.
-        jitter: randomise every backoff sleep (False: exact doubling).
-
-    Raises:
-        TypeError, ValueError: a bad argument (named in the message), before any I/O.
-    """
-    options = make_options(
-        address, dial_timeout=dial_timeout, logger=logger, retry_min=retry_min, retry_max=retry_max, jitter=jitter
-    )
-    return Conn(options)
+connect = connect_function(
+    make_options,
+    Conn,
+    "perconn",
+    """Return a :class:`perconn.Conn` to *address* at once; dialing happens in a
+background thread.""",
+)
