@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -80,6 +81,17 @@ def any_echo_server(request: pytest.FixtureRequest, make_server: Callable[..., S
     return make_server("echo", request.param)
 
 
+def describe(fds: set[int]) -> dict[int, str]:
+    """What each file descriptor is (socket:[inode], pipe:[...], a path)."""
+    found = {}
+    for fd in fds:
+        try:
+            found[fd] = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            found[fd] = "closed meanwhile"
+    return found
+
+
 class Leaks:
     """Counts threads and file descriptors before a test, to compare after close()."""
 
@@ -96,7 +108,7 @@ class Leaks:
     def assert_none(self, timeout: float = 1.0) -> None:
         """No perconn thread and no new fd within *timeout* (the contract: 1 s)."""
         assert wait_until(lambda: not self.new_threads(), timeout), f"threads left: {self.new_threads()}"
-        assert wait_until(lambda: not self.new_fds(), timeout), f"fds left: {self.new_fds()}"
+        assert wait_until(lambda: not self.new_fds(), timeout), f"fds left: {describe(self.new_fds())}"
 
 
 @pytest.fixture

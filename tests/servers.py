@@ -127,8 +127,8 @@ class Server:
         """Send *data* to every accepted connection (in order with other commands)."""
 
         def push() -> None:
-            for sock in self._clients:
-                sock.sendall(data)
+            for sock in list(self._clients):
+                self._queue(sock, data)
 
         self._call(push)
 
@@ -162,6 +162,7 @@ class Server:
     def _close_client(self, sock: socket.socket) -> None:
         self._sel.unregister(sock)
         self._clients.pop(sock)
+        self._pending.pop(sock, None)
         sock.close()
         with self._cond:
             self.closes += 1
@@ -170,11 +171,12 @@ class Server:
     def _run(self) -> None:
         self._sel = selectors.DefaultSelector()
         self._clients: dict[socket.socket, int] = {}
+        self._pending: dict[socket.socket, bytearray] = {}  # echo output the client has not taken yet
         self._sel.register(self._listen, selectors.EVENT_READ)
         self._sel.register(self._wake_r, selectors.EVENT_READ)
         try:
             while self._running:
-                for key, _ in self._sel.select():
+                for key, events in self._sel.select():
                     sock = key.fileobj
                     assert isinstance(sock, socket.socket)
                     if sock is self._wake_r:
@@ -186,12 +188,37 @@ class Server:
                     elif sock is self._listen:
                         self._accept()
                     elif sock in self._clients:
-                        self._serve(sock)
+                        if events & selectors.EVENT_WRITE:
+                            self._flush(sock)
+                        if events & selectors.EVENT_READ and sock in self._clients:
+                            self._serve(sock)
         finally:
             for sock in list(self._clients):
                 self._close_client(sock)
             self._sel.close()
             self._listen.close()
+
+    def _queue(self, sock: socket.socket, data: bytes) -> None:
+        """Send *data* to *sock* without ever blocking the server thread: what the
+        client does not take now waits in a buffer, and while that buffer is large
+        the server stops reading from the client (as a real server pushes back)."""
+        self._pending.setdefault(sock, bytearray()).extend(data)
+        self._flush(sock)
+
+    def _flush(self, sock: socket.socket) -> None:
+        out = self._pending.get(sock)
+        if out:
+            try:
+                del out[: sock.send(out)]
+            except BlockingIOError:
+                pass
+            except OSError:
+                self._close_client(sock)
+                return
+        backlog = len(out or b"")
+        wanted = (selectors.EVENT_READ if backlog < (1 << 20) else 0) | (selectors.EVENT_WRITE if backlog else 0)
+        if self._sel.get_key(sock).events != wanted:
+            self._sel.modify(sock, wanted or selectors.EVENT_WRITE)
 
     def _accept(self) -> None:
         client, _ = self._listen.accept()
@@ -201,11 +228,11 @@ class Server:
             self.received.append(bytearray())
             self._cond.notify_all()
         self._clients[client] = index
-        self._sel.register(client, selectors.EVENT_READ if self.mode != "no_read" else selectors.EVENT_WRITE)
+        client.setblocking(False)
+        self._sel.register(client, selectors.EVENT_READ)
         if self.mode == "accept_close":
             self._close_client(client)
-        elif self.mode == "no_read":
-            self._sel.modify(client, selectors.EVENT_READ)  # watch only for the client going away
+        elif self.mode == "no_read":  # watch only for the client going away
             client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
 
     def _serve(self, sock: socket.socket) -> None:
@@ -218,16 +245,15 @@ class Server:
             return
         try:
             data = sock.recv(65536)
+        except BlockingIOError:
+            return
         except OSError:
             data = b""
         if not data:
             self._close_client(sock)
             return
         if self.mode == "echo":
-            try:
-                sock.sendall(data)
-            except OSError:
-                self._close_client(sock)
+            self._queue(sock, data)
             return
         with self._cond:
             self.received[self._clients[sock]] += data

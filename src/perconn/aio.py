@@ -43,9 +43,9 @@ DEFAULT_LIMIT = 2**16
 """Bytes: the default bound of :meth:`Conn.readuntil`, as for asyncio streams.
 Reading from the socket pauses while twice this much is buffered unread."""
 
-CLOSE_BUDGET = 0.08
+CLOSE_BUDGET = 0.05
 """Seconds ``close()`` lets a transport flush its buffer before aborting it
-(the contract is 100 ms)."""
+(the contract is 100 ms for the whole of ``close()``)."""
 
 
 async def _within(aw: Awaitable[T], timeout: float | None, op: str) -> T:
@@ -160,7 +160,10 @@ class _Link(asyncio.Protocol):
         return data
 
     def writable_now(self) -> bool:
-        return self.failure is None and not self.paused
+        """Whether a write can go to the transport now: the connection is up, has
+        room, and the transport is not already closing (it may know of a failure
+        a loop iteration before ``connection_lost`` tells us)."""
+        return self.failure is None and not self.paused and not self.transport.is_closing()  # type: ignore[union-attr]
 
     def close(self) -> None:
         """Close gracefully: the transport flushes what it buffered, then closes."""

@@ -8,6 +8,7 @@ import concurrent.futures
 import contextlib
 import gc
 import logging
+import random
 import resource
 import socket
 import subprocess
@@ -719,3 +720,61 @@ def test_nothing_printed_without_logging_config() -> None:
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=scaled(20))
     assert done.returncode == 0, done.stderr
     assert done.stdout == "" and done.stderr == ""
+
+
+# -- everything at once ----------------------------------------------------------------------
+
+
+def test_chaos_restarts_resets_and_cancellations_under_concurrent_io(
+    run: Run, echo_server: Server, leaks: Leaks
+) -> None:
+    """Tasks read, write and cancel while the server restarts and resets connections:
+    every failure is one of the documented kinds, and close() leaves nothing."""
+
+    async def main() -> None:
+        unexpected: list[BaseException] = []
+        conn = perconn.aio.connect(echo_server.address, retry_min=0.005, retry_max=0.05)
+
+        async def worker(seed: int) -> None:
+            rnd = random.Random(seed)
+            for _ in range(100_000):  # bounded; close() ends it long before
+                try:
+                    await conn.write(bytes([65 + seed]) * rnd.randint(1, 100_000), timeout=rnd.choice([None, 0.05]))
+                    choice = rnd.random()
+                    if choice < 0.4:
+                        await conn.read(rnd.randint(1, 4000), timeout=0.05)
+                    elif choice < 0.8:
+                        await conn.readexactly(rnd.randint(1, 100), timeout=0.05)
+                    else:
+                        call = asyncio.ensure_future(conn.readuntil(b"!", limit=1000))
+                        await asyncio.sleep(0)
+                        call.cancel()
+                        with contextlib.suppress(asyncio.CancelledError, asyncio.LimitOverrunError):
+                            await call
+                except perconn.ClosedConnectionError:
+                    return
+                except (perconn.ConnectionIOError, TimeoutError, asyncio.LimitOverrunError):
+                    pass
+                except BaseException as exc:
+                    unexpected.append(exc)
+                    return
+
+        workers = [asyncio.ensure_future(worker(seed)) for seed in range(4)]
+        chaos = random.Random(7)
+        for _ in range(20):
+            await conn.wait_connected(scaled(5))
+            action = chaos.choice(["restart", "drop", "reset", "none"])
+            if action == "restart":
+                await asyncio.to_thread(echo_server.restart)
+            elif action in ("drop", "reset"):
+                await asyncio.to_thread(echo_server.drop_clients, action == "reset")
+            await asyncio.sleep(0.01)
+        assert await timed_close(conn) < 0.1
+        await asyncio.wait_for(asyncio.gather(*workers), scaled(5))
+        assert not unexpected, unexpected
+        assert conn.generation >= 2
+        assert no_other_tasks()
+
+    run(main())
+    echo_server.stop()
+    leaks.assert_none()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import random
 import resource
 import subprocess
 import sys
@@ -524,3 +525,47 @@ def test_nothing_printed_without_logging_config() -> None:
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=scaled(20))
     assert done.returncode == 0, done.stderr
     assert done.stdout == "" and done.stderr == ""
+
+
+# -- everything at once ----------------------------------------------------------------------
+
+
+def test_chaos_restarts_and_resets_under_concurrent_io(echo_server: Server, leaks: Leaks) -> None:
+    """Threads read and write while the server restarts and resets connections:
+    every failure is one of the documented kinds, and close() leaves nothing."""
+    unexpected: list[BaseException] = []
+    conn = perconn.connect(echo_server.address, retry_min=0.005, retry_max=0.05)
+
+    def worker(seed: int) -> None:
+        rnd = random.Random(seed)
+        for _ in range(100_000):  # bounded; close() ends it long before
+            try:
+                conn.write(bytes([65 + seed]) * rnd.randint(1, 3000), timeout=rnd.choice([None, 0.05, 1.0]))
+                if rnd.random() < 0.5:
+                    conn.read(rnd.randint(1, 4000), timeout=0.05)
+                else:
+                    conn.readexactly(rnd.randint(1, 100), timeout=0.05)
+            except perconn.ClosedConnectionError:
+                return
+            except (perconn.ConnectionIOError, TimeoutError):
+                pass
+            except BaseException as exc:
+                unexpected.append(exc)
+                return
+
+    workers = [Call(lambda seed=seed: worker(seed)) for seed in range(4)]  # type: ignore[misc]
+    chaos = random.Random(7)
+    for _ in range(20):
+        conn.wait_connected(scaled(5))
+        action = chaos.choice(["restart", "drop", "reset", "none"])
+        if action == "restart":
+            echo_server.restart()
+        elif action in ("drop", "reset"):
+            echo_server.drop_clients(reset=action == "reset")
+    assert timed_close(conn) < 0.1
+    for call in workers:
+        call.join()
+    assert not unexpected, unexpected
+    assert conn.generation >= 2
+    echo_server.stop()
+    leaks.assert_none()
