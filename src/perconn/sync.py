@@ -29,7 +29,7 @@ from ._errors import ClosedConnectionError, ConnectionIOError, DialError, Error,
 from ._log import log_connected, log_dial_failed, log_io_failed
 from ._options import LoggerLike, Options, connect_function, make_options
 from ._state import Lifecycle
-from ._validate import check_bytes, check_size, deadline_after, timed_out
+from ._validate import check_bytes, check_size, deadline_after
 
 __all__ = ["Conn", "connect"]
 
@@ -205,36 +205,19 @@ class Conn(ConnBase[_Link]):
             ClosedConnectionError: the ``Conn`` is or became closed.
         """
         view = data if data.__class__ is bytes else check_bytes("data", data)
-        size = len(view)
         deadline = None if timeout is None else deadline_after(timeout)
         while True:
             link = self._enter(self._wlock, deadline)
-            stale = False
             try:
                 now = time.monotonic()
-                if now - link.last_write >= IDLE_PROBE_AFTER and link.peer_closed():
-                    stale = True
-                else:
-                    if deadline is None:
-                        link.sock.sendall(view)
-                        sent = size
-                    else:
-                        sent = self._send_by(link, view, deadline)
+                if now - link.last_write < IDLE_PROBE_AFTER or not link.peer_closed():
+                    self._send(link, view, deadline)
                     link.last_write = now
-                    if sent == size:
-                        return size
-                    # None: a clean timeout; otherwise the stream is torn mid-buffer.
-                    failure: BaseException | None = None if sent == 0 else timed_out("write", timeout)
-            except OSError as exc:
-                failure = exc
+                    return len(view)
             finally:
                 self._wlock.release()
-            if stale:
-                self._io_failed(link, "read", peer_closed())
-                continue
-            if failure is None:
-                raise timed_out("write", timeout)
-            raise self._io_failed(link, "write", failure)
+            # The peer closed the connection while it sat idle: redial, then write there.
+            self._io_failed(link, "read", peer_closed())
 
     def close(self) -> None:
         """Close the connection for good; idempotent.
@@ -330,17 +313,31 @@ class Conn(ConnBase[_Link]):
             raise self._io_failed(link, "read", peer_closed())
         return data
 
-    @staticmethod
-    def _send_by(link: _Link, view: bytes | memoryview, deadline: float) -> int:
-        """Send as much of *view* as possible before *deadline*; return the count sent."""
-        view = memoryview(view)
+    def _send(self, link: _Link, view: bytes | memoryview, deadline: float | None) -> None:
+        """Send all of *view* on *link* (the caller holds ``_wlock``).
+
+        Raises:
+            TimeoutError: nothing was sent by *deadline*; the connection is intact.
+            ConnectionIOError: the connection failed, or *deadline* passed after
+                part of *view* went out (the stream is torn, so the connection is dropped).
+            ClosedConnectionError: the ``Conn`` was closed meanwhile.
+        """
         sent = 0
-        while sent < len(view) and wait_fd(link.sock.fileno(), select.POLLOUT, deadline):
-            try:
-                sent += link.sock.send(view[sent:], socket.MSG_DONTWAIT)
-            except BlockingIOError:
-                continue
-        return sent
+        try:
+            if deadline is None:
+                link.sock.sendall(view)
+                return
+            view = memoryview(view)
+            while sent < len(view) and wait_fd(link.sock.fileno(), select.POLLOUT, deadline):
+                with contextlib.suppress(BlockingIOError):
+                    sent += link.sock.send(view[sent:], socket.MSG_DONTWAIT)
+        except OSError as exc:
+            raise self._io_failed(link, "write", exc)  # noqa: B904 (the cause is set inside)
+        if sent == len(view):
+            return
+        if sent == 0:
+            raise TimeoutError("write timed out")
+        raise self._io_failed(link, "write", TimeoutError(f"write timed out after {sent} of {len(view)} bytes"))
 
     def _io_failed(self, link: _Link, op: str, cause: BaseException, partial: bytes = b"") -> Error:
         """Turn a failure on *link* into the error to raise; drop *link* and start

@@ -312,6 +312,7 @@ def test_bad_call_arguments_lose_nothing(make_server: Callable[..., Server]) -> 
             conn.write(b"x", timeout=-1)
         assert conn.write(memoryview(b"ok")) == 2
         assert conn.write(b"") == 0
+        assert conn.write(b"", timeout=1.0) == 0
         assert server.wait_received(0, 2) == b"ok"
 
 
