@@ -14,12 +14,15 @@ is inside) never waits long. Order: ``_rlock`` before ``_wlock`` before ``_lock`
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import random
 import select
 import socket
 import threading
 import time
+import warnings
+import weakref
 from collections.abc import Callable
 from types import TracebackType
 
@@ -79,23 +82,36 @@ class _Dialer:
     """The background thread that sleeps and dials until connected or closed,
     with the pipe that wakes it when the ``Conn`` closes."""
 
-    def __init__(self, target: Callable[[_Dialer], None], name: str) -> None:
+    def __init__(self, name: str) -> None:
         self.wake_r, self.wake_w = os.pipe()
-        self.open = True
-        self.thread = threading.Thread(target=target, args=(self,), name=name, daemon=True)
+        self._lock = threading.Lock()  # wake() against close_pipe()
+        self._open = True
+        self.name = name
+        self.thread: threading.Thread | None = None
+
+    def start(self, run: Callable[[_Dialer], None]) -> None:
+        self.thread = threading.Thread(target=run, args=(self,), name=self.name, daemon=True)
+        self.thread.start()
 
     def sleep(self, seconds: float) -> bool:
         """Sleep up to *seconds*; True if woken (the ``Conn`` is closing)."""
         return bool(wait_fd(self.wake_r, select.POLLIN, time.monotonic() + seconds))
 
     def wake(self) -> None:
-        if self.open:
-            os.write(self.wake_w, b"\0")
+        with self._lock:
+            if self._open:
+                os.write(self.wake_w, b"\0")
 
     def close_pipe(self) -> None:
-        self.open = False
-        os.close(self.wake_r)
-        os.close(self.wake_w)
+        with self._lock:
+            self._open = False
+            os.close(self.wake_r)
+            os.close(self.wake_w)
+
+    def join(self, timeout: float) -> None:
+        """Wait up to *timeout* for the thread to end (not from the thread itself)."""
+        if self.thread is not None and self.thread is not threading.current_thread():
+            self.thread.join(timeout)
 
 
 class Conn(ConnBase[_Link]):
@@ -246,8 +262,8 @@ class Conn(ConnBase[_Link]):
                 link.shutdown()
                 self._retire(link, deadline)
         finally:
-            if dialer is not None and dialer.thread is not threading.current_thread():
-                dialer.thread.join(max(0.0, deadline - time.monotonic()))
+            if dialer is not None:
+                dialer.join(max(0.0, deadline - time.monotonic()))
 
     def __enter__(self) -> Conn:
         return self
@@ -374,22 +390,57 @@ class Conn(ConnBase[_Link]):
     # -- the dial thread ----------------------------------------------------
 
     def _start_dialer(self, delay: float, retired: _Link | None) -> None:
-        """Start the dial thread (caller holds ``_lock``)."""
+        """Start the dial thread (caller holds ``_lock``). It holds the ``Conn``
+        only weakly, so a ``Conn`` dropped without ``close()`` can be collected."""
+        self._dialer = _Dialer(f"perconn-dial {self.address}")
+        self._dialer.start(functools.partial(_dial_thread, weakref.ref(self), delay, retired))
 
-        def run(dialer: _Dialer) -> None:
-            try:
-                if retired is not None:
-                    self._retire(retired)
-                self._dial_loop(dialer, delay)
-            finally:
-                with self._lock:
-                    dialer.close_pipe()
+    def _dial_failed(self, exc: OSError) -> float | None:
+        """Record and log a failed dial; return the delay before the next one, or
+        None if the ``Conn`` is closed."""
+        error = DialError(self.address, exc)
+        with self._lock:
+            if self._closed:
+                return None
+            delay = self._life.dial_failed()
+            attempt = self._life.attempts
+        log_dial_failed(self._log, error, attempt, delay)
+        return delay
 
-        self._dialer = _Dialer(run, f"perconn-dial {self.address}")
-        self._dialer.thread.start()
+    def _install(self, sock: socket.socket) -> None:
+        """Make a freshly dialed socket the current connection (or close it, if
+        the ``Conn`` was closed meanwhile)."""
+        with self._cond:
+            if self._closed:
+                sock.close()
+                return
+            self._link = _Link(sock, time.monotonic())
+            generation = self._life.connected(time.monotonic())
+            attempts = self._life.attempts
+            self._dialer = None
+            self._cond.notify_all()
+        log_connected(self._log, self.address, generation, attempts)
 
-    def _dial_loop(self, dialer: _Dialer, delay: float) -> None:
-        opts = self._opts
+    def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
+        if getattr(self, "_closed", True):
+            return
+        _warn(f"unclosed {self!r}", ResourceWarning, source=self)
+        with contextlib.suppress(Exception):
+            self.close()
+
+
+def _dial_thread(ref: weakref.ref[Conn], delay: float, retired: _Link | None, dialer: _Dialer) -> None:
+    """The dial thread: retire the failed connection, then sleep and dial until
+    connected or closed. It takes a strong reference to the ``Conn`` only for
+    the moment it reports to it, never while it sleeps or dials."""
+    try:
+        conn = ref()
+        if conn is None:
+            return
+        opts = conn._opts
+        if retired is not None:
+            conn._retire(retired)
+        del conn
         while True:
             if delay > 0 and dialer.sleep(delay):
                 return
@@ -398,25 +449,21 @@ class Conn(ConnBase[_Link]):
             except DialAborted:
                 return
             except OSError as exc:
-                error = DialError(self.address, exc)
-                with self._lock:
-                    if self._closed:
-                        return
-                    delay = self._life.dial_failed()
-                    attempt = self._life.attempts
-                log_dial_failed(self._log, error, attempt, delay)
-                continue
-            with self._cond:
-                if self._closed:
-                    sock.close()
+                conn = ref()
+                next_delay = None if conn is None else conn._dial_failed(exc)
+                del conn
+                if next_delay is None:
                     return
-                self._link = _Link(sock, time.monotonic())
-                generation = self._life.connected(time.monotonic())
-                attempts = self._life.attempts
-                self._dialer = None
-                self._cond.notify_all()
-            log_connected(self._log, self.address, generation, attempts)
+                delay = next_delay
+                continue
+            conn = ref()
+            if conn is None:
+                sock.close()
+            else:
+                conn._install(sock)
             return
+    finally:
+        dialer.close_pipe()
 
 
 connect = connect_function(

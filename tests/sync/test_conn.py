@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import random
 import resource
@@ -480,6 +481,19 @@ def test_close_is_idempotent_and_final(echo_server: Server) -> None:
     ):
         with pytest.raises(perconn.ClosedConnectionError):
             op()
+
+
+@pytest.mark.parametrize("state", ["dialing", "connected"])
+def test_dropping_an_unclosed_conn_warns_and_releases_it(state: str, echo_server: Server, leaks: Leaks) -> None:
+    with refusing_port() as refused:
+        conn = perconn.connect(echo_server.address if state == "connected" else refused, **FAST)  # type: ignore[arg-type]
+        if state == "connected":
+            conn.wait_connected(scaled(5))
+        with pytest.warns(ResourceWarning, match="unclosed <perconn.sync.Conn"):
+            del conn
+            gc.collect()
+    echo_server.stop()
+    leaks.assert_none()
 
 
 def test_many_lives_leave_nothing_behind(echo_server: Server, leaks: Leaks) -> None:
