@@ -380,7 +380,7 @@ class Conn(ConnBase[_Link]):
     def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
         if self._closed:
             return
-        _warn(f"unclosed {self!r}", ResourceWarning, source=self)
+        message = f"unclosed {self!r}"
         self._closed = True
         with contextlib.suppress(RuntimeError):  # the loop may be closed already
             if self._dialer is not None:
@@ -388,6 +388,7 @@ class Conn(ConnBase[_Link]):
             for link in (self._link, self._rlink):
                 if link is not None:
                     link.abort()
+        _warn(message, ResourceWarning, source=self)  # last: it may be turned into an error
 
     # -- waiting --------------------------------------------------------------
 

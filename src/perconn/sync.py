@@ -424,9 +424,10 @@ class Conn(ConnBase[_Link]):
     def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
         if getattr(self, "_closed", True):
             return
-        _warn(f"unclosed {self!r}", ResourceWarning, source=self)
+        message = f"unclosed {self!r}"
         with contextlib.suppress(Exception):
-            self.close()
+            self.close()  # first: the warning may be turned into an error
+        _warn(message, ResourceWarning, source=self)
 
 
 def _dial_thread(ref: weakref.ref[Conn], delay: float, retired: _Link | None, dialer: _Dialer) -> None:

@@ -489,6 +489,7 @@ def test_dropping_an_unclosed_conn_warns_and_releases_it(state: str, echo_server
         conn = perconn.connect(echo_server.address if state == "connected" else refused, **FAST)  # type: ignore[arg-type]
         if state == "connected":
             conn.wait_connected(scaled(5))
+            assert wait_until(lambda: not leaks.new_threads())  # the dial thread has let go of it
         with pytest.warns(ResourceWarning, match="unclosed <perconn.sync.Conn"):
             del conn
             gc.collect()
