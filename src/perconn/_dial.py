@@ -1,5 +1,6 @@
-"""Dialing for the synchronous front end: resolve, then connect without blocking
-past a wake-up file descriptor, so ``close()`` can abort a dial at once."""
+"""Dialing for the synchronous front end: resolve (the one step nothing can
+interrupt), then connect without blocking past a wake-up file descriptor, so
+``close()`` can abort a dial at once."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from ._address import Address
 
 SockAddr = tuple[object, ...] | str
 
-__all__ = ["DialAborted", "configure", "dial", "wait_fd"]
+__all__ = ["DialAborted", "Target", "configure", "connect_first", "resolve", "wait_fd"]
 
 
 class DialAborted(Exception):
@@ -67,25 +68,35 @@ def _connect_one(family: int, proto: int, sockaddr: SockAddr, deadline: float | 
         raise
 
 
-def dial(address: Address, timeout: float | None, wake_fd: int) -> socket.socket:
-    """Open a connected, blocking socket to *address*.
+Target = tuple[int, int, SockAddr]
+"""(family, proto, sockaddr): one address to try."""
 
-    DNS is resolved afresh on every call; each resolved address is tried in
-    order. *timeout* bounds the connecting (all addresses together), not the
-    lookup, which only the OS resolver can bound.
+
+def resolve(address: Address) -> list[Target]:
+    """The addresses to try for *address*, looked up afresh (DNS included) on
+    every call. Blocks in the OS resolver, which nothing can interrupt.
 
     Raises:
-        OSError: resolving or connecting failed (the last address's error).
-        DialAborted: *wake_fd* became readable.
+        OSError: the lookup failed (``socket.gaierror``).
     """
     if address.is_unix:
-        targets: list[tuple[int, int, SockAddr]] = [(socket.AF_UNIX, 0, address.path)]
-    else:
-        infos = socket.getaddrinfo(address.host, address.port, type=socket.SOCK_STREAM)
-        targets = [(family, proto, sockaddr) for family, _, proto, _, sockaddr in infos]
-    deadline = None if timeout is None else time.monotonic() + timeout
+        return [(socket.AF_UNIX, 0, address.path)]
+    infos = socket.getaddrinfo(address.host, address.port, type=socket.SOCK_STREAM)
+    return [(family, proto, sockaddr) for family, _, proto, _, sockaddr in infos]
+
+
+def connect_first(address: Address, targets: list[Target], timeout: float | None, wake_fd: int) -> socket.socket:
+    """Open a connected, blocking socket to the first of *targets* that accepts.
+
+    *timeout* bounds the connecting, all targets together.
+
+    Raises:
+        OSError: connecting failed (the last target's error).
+        DialAborted: *wake_fd* is or became readable.
+    """
     if wait_fd(wake_fd, select.POLLIN, time.monotonic()):  # closed while resolving
         raise DialAborted
+    deadline = None if timeout is None else time.monotonic() + timeout
     error: OSError = OSError(errno.EADDRNOTAVAIL, f"no address found for {address.text}")
     for family, proto, sockaddr in targets:
         try:

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from types import TracebackType
 
 from ._base import ConnBase
-from ._dial import DialAborted, dial, wait_fd
+from ._dial import DialAborted, connect_first, resolve, wait_fd
 from ._errors import ClosedConnectionError, ConnectionIOError, DialError, Error, peer_closed
 from ._log import log_connected, log_dial_failed, log_io_failed
 from ._options import LoggerLike, Options, connect_function, make_options
@@ -86,6 +86,7 @@ class _Dialer:
         self.wake_r, self.wake_w = os.pipe()
         self._lock = threading.Lock()  # wake() against close_pipe()
         self._open = True
+        self.resolving = False  # inside getaddrinfo, which nothing can interrupt
         self.name = name
         self.thread: threading.Thread | None = None
 
@@ -109,8 +110,9 @@ class _Dialer:
             os.close(self.wake_w)
 
     def join(self, timeout: float) -> None:
-        """Wait up to *timeout* for the thread to end (not from the thread itself)."""
-        if self.thread is not None and self.thread is not threading.current_thread():
+        """Wait up to *timeout* for the woken thread to end. Not from the thread
+        itself, and not while it is in the resolver: it ends when that returns."""
+        if self.thread is not None and self.thread is not threading.current_thread() and not self.resolving:
             self.thread.join(timeout)
 
 
@@ -446,10 +448,14 @@ def _dial_thread(ref: weakref.ref[Conn], delay: float, retired: _Link | None, di
             if delay > 0 and dialer.sleep(delay):
                 return
             try:
-                sock = dial(opts.address, opts.dial_timeout, dialer.wake_r)
+                dialer.resolving = True
+                targets = resolve(opts.address)
+                dialer.resolving = False
+                sock = connect_first(opts.address, targets, opts.dial_timeout, dialer.wake_r)
             except DialAborted:
                 return
             except OSError as exc:
+                dialer.resolving = False
                 conn = ref()
                 next_delay = None if conn is None else conn._dial_failed(exc)
                 del conn

@@ -17,10 +17,12 @@ import time
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import Leaks, Records
+from isolated import run_isolated
 from servers import Server, blackhole, refusing_port, scaled
 
 import perconn
@@ -778,3 +780,42 @@ def test_chaos_restarts_resets_and_cancellations_under_concurrent_io(
     run(main())
     echo_server.stop()
     leaks.assert_none()
+
+
+SLOW_LOOKUP = """
+import asyncio, socket, time
+import perconn.aio
+
+async def main():
+    loop = asyncio.get_running_loop()
+    dns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    dns.bind(("127.0.0.1", 53))  # takes queries and never answers: lookups last the resolver's timeout
+    dns.setblocking(False)
+    query = asyncio.ensure_future(loop.sock_recv(dns, 512))
+    conn = perconn.aio.connect("slow.test:80", retry_min=30.0, retry_max=60.0)
+    worst, last = 0.0, loop.time()
+    end = last + 0.5
+    while loop.time() < end:  # a ticker: the loop must never stall while the lookup hangs
+        await asyncio.sleep(0.005)
+        now = loop.time()
+        worst, last = max(worst, now - last), now
+    start = time.monotonic()
+    await conn.close()
+    took = time.monotonic() - start
+    others = asyncio.all_tasks() - {asyncio.current_task(), query}
+    print(f"{query.done():d} {worst:.4f} {took:.4f} {len(others)}")
+    query.cancel()
+    dns.close()
+
+asyncio.run(main())
+"""
+
+
+def test_a_slow_lookup_never_blocks_the_loop_and_close_does_not_wait_for_it(tmp_path: Path) -> None:
+    done = run_isolated(SLOW_LOOKUP, tmp_path)
+    assert done.returncode == 0, done.stderr
+    queried, worst, took, others = done.stdout.split()
+    assert queried == "1"  # the dial was inside the (real, hanging) lookup all along
+    assert float(worst) < 0.05, f"the loop stalled for {float(worst) * 1000:.0f} ms"
+    assert float(took) < 0.1
+    assert others == "0"

@@ -12,9 +12,11 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
+from pathlib import Path
 
 import pytest
 from conftest import Leaks, Records
+from isolated import run_isolated
 from servers import Server, blackhole, refusing_port, scaled, wait_until
 
 import perconn
@@ -585,3 +587,35 @@ def test_chaos_restarts_and_resets_under_concurrent_io(echo_server: Server, leak
     assert conn.generation >= 2
     echo_server.stop()
     leaks.assert_none()
+
+
+# -- the resolver ------------------------------------------------------------------------------
+
+SLOW_LOOKUP = """
+import os, socket, threading, time
+import perconn
+
+dns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+dns.bind(("127.0.0.1", 53))  # takes queries and never answers: lookups last the resolver's timeout
+fds_before = set(os.listdir("/proc/self/fd"))
+conn = perconn.connect("slow.test:80", retry_min=30.0, retry_max=60.0)
+dns.recvfrom(512)  # the dial thread is now inside getaddrinfo
+start = time.monotonic()
+conn.close()
+took = time.monotonic() - start
+stragglers = [t for t in threading.enumerate() if t.name.startswith("perconn")]
+for t in stragglers:
+    t.join(10)  # the lookup gives up after about a second
+leaked = set(os.listdir("/proc/self/fd")) - fds_before
+print(f"{took:.4f} {len(stragglers)} {sum(t.is_alive() for t in stragglers)} {len(leaked)}")
+"""
+
+
+def test_close_during_a_slow_lookup_leaves_only_the_resolver_thread(tmp_path: Path) -> None:
+    done = run_isolated(SLOW_LOOKUP, tmp_path)
+    assert done.returncode == 0, done.stderr
+    took, stragglers, alive_later, leaked = done.stdout.split()
+    assert float(took) < 0.1  # close() did not wait for the resolver
+    assert int(stragglers) == 1  # the one allowed straggler: the dial thread, inside getaddrinfo
+    assert int(alive_later) == 0  # it exited once the lookup returned
+    assert int(leaked) <= 1  # and closed what it opened (one fd is os.listdir's own)
