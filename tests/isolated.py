@@ -1,6 +1,7 @@
 """Run a Python script in throwaway network and mount namespaces, where a test
-controls name resolution: loopback only, and /etc/resolv.conf pointing at a DNS
-"server" the script itself runs on 127.0.0.1:53. No query leaves the namespace."""
+controls name resolution: loopback only, /etc/resolv.conf pointing at a DNS
+"server" the script itself may run on 127.0.0.1:53, and a private /etc/hosts
+the script may rewrite. No packet leaves the namespace."""
 
 from __future__ import annotations
 
@@ -22,9 +23,11 @@ def run_isolated(script: str, tmp_path: Path) -> subprocess.CompletedProcess[str
         pytest.skip("needs root, unshare and ip to make a network namespace")
     resolv = tmp_path / "resolv.conf"
     resolv.write_text(RESOLV_CONF)
+    hosts = tmp_path / "hosts"
+    hosts.write_text("127.0.0.1 localhost\n")
     source = tmp_path / "script.py"
     source.write_text(script)
-    setup = f"ip link set lo up && mount --bind {resolv} /etc/resolv.conf"
+    setup = f"ip link set lo up && mount --bind {resolv} /etc/resolv.conf && mount --bind {hosts} /etc/hosts"
     probe = subprocess.run(["unshare", "-m", "-n", "sh", "-c", setup], capture_output=True, text=True, timeout=30)
     if probe.returncode != 0:
         pytest.skip(f"cannot make namespaces here: {probe.stderr.strip()}")

@@ -819,3 +819,40 @@ def test_a_slow_lookup_never_blocks_the_loop_and_close_does_not_wait_for_it(tmp_
     assert float(worst) < 0.05, f"the loop stalled for {float(worst) * 1000:.0f} ms"
     assert float(took) < 0.1
     assert others == "0"
+
+
+MOVING_HOST = """
+import asyncio, socket
+import perconn.aio
+
+def serve_on(ip, port=0):
+    listener = socket.create_server((ip, port))
+    listener.settimeout(10)
+    return listener, listener.getsockname()[1]
+
+def point(name, ip):
+    with open("/etc/hosts", "w") as hosts:  # this namespace's private copy
+        hosts.write(f"127.0.0.1 localhost\\n{ip} {name}\\n")
+
+async def main():
+    first, port = serve_on("127.0.0.1")
+    point("moving.test", "127.0.0.1")
+    conn = perconn.aio.connect(f"moving.test:{port}", retry_min=0.01, retry_max=0.05)
+    peer, _ = await asyncio.to_thread(first.accept)
+    print(peer.getsockname()[0])
+    second, _ = serve_on("127.0.0.2", port)  # the service moves to another address
+    point("moving.test", "127.0.0.2")
+    peer.close()  # and the old one goes away: the transport notices and redials
+    peer, _ = await asyncio.to_thread(second.accept)
+    await conn.wait_connected(5)
+    print(peer.getsockname()[0], conn.generation)
+    await conn.close()
+
+asyncio.run(main())
+"""
+
+
+def test_the_name_is_looked_up_again_on_every_dial(tmp_path: Path) -> None:
+    done = run_isolated(MOVING_HOST, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["127.0.0.1", "127.0.0.2", "2"]

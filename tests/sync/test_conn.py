@@ -619,3 +619,40 @@ def test_close_during_a_slow_lookup_leaves_only_the_resolver_thread(tmp_path: Pa
     assert int(stragglers) == 1  # the one allowed straggler: the dial thread, inside getaddrinfo
     assert int(alive_later) == 0  # it exited once the lookup returned
     assert int(leaked) <= 1  # and closed what it opened (one fd is os.listdir's own)
+
+
+MOVING_HOST = """
+import socket
+import perconn
+
+def serve_on(ip, port=0):
+    listener = socket.create_server((ip, port))
+    listener.settimeout(10)
+    return listener, listener.getsockname()[1]
+
+def point(name, ip):
+    with open("/etc/hosts", "w") as hosts:  # this namespace's private copy
+        hosts.write(f"127.0.0.1 localhost\\n{ip} {name}\\n")
+
+first, port = serve_on("127.0.0.1")
+point("moving.test", "127.0.0.1")
+conn = perconn.connect(f"moving.test:{port}", retry_min=0.01, retry_max=0.05)
+peer, _ = first.accept()
+print(peer.getsockname()[0])
+second, _ = serve_on("127.0.0.2", port)  # the service moves to another address
+point("moving.test", "127.0.0.2")
+peer.close()  # and the old one goes away
+try:
+    conn.read(1, timeout=5)
+except perconn.ConnectionIOError:
+    pass
+peer, _ = second.accept()
+print(peer.getsockname()[0], conn.generation)
+conn.close()
+"""
+
+
+def test_the_name_is_looked_up_again_on_every_dial(tmp_path: Path) -> None:
+    done = run_isolated(MOVING_HOST, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["127.0.0.1", "127.0.0.2", "2"]
