@@ -123,6 +123,15 @@ def test_hostname_is_resolved_through_the_loop(run: Run, echo_server: Server) ->
     run(main())
 
 
+def test_idle_connected_conn_holds_no_task(run: Run, echo_server: Server) -> None:
+    async def main() -> None:
+        async with opened(echo_server.address) as conn:
+            await conn.wait_connected(scaled(5))
+            assert no_other_tasks()  # the dial task ended with the dial
+
+    run(main())
+
+
 # -- waiting for a connection -----------------------------------------------------
 
 
@@ -629,6 +638,25 @@ def test_close_is_idempotent_and_final(run: Run, echo_server: Server) -> None:
                 await op
 
     run(main())
+
+
+def test_many_lives_leave_nothing_behind(run: Run, echo_server: Server, leaks: Leaks) -> None:
+    async def main() -> None:
+        with refusing_port() as refused:
+            for i in range(20):
+                conn = perconn.aio.connect(echo_server.address if i % 2 else refused, **FAST)
+                if i % 2:
+                    await conn.write(b"x")
+                    await conn.readexactly(1, timeout=scaled(5))
+                    if i % 4 == 1:
+                        await asyncio.to_thread(echo_server.drop_clients)
+                        await until(lambda: conn.generation == 2)  # noqa: B023 (used within the iteration)
+                await conn.close()
+                assert no_other_tasks()
+
+    run(main())
+    echo_server.stop()
+    leaks.assert_none()
 
 
 def test_dropping_an_unclosed_conn_warns_and_releases_it(run: Run, echo_server: Server, leaks: Leaks) -> None:
