@@ -14,6 +14,22 @@ from pathlib import Path
 import pytest
 from servers import scaled
 
+HOSTS_HELPERS = """
+import socket
+
+def serve_on(ip, port=0):
+    \"\"\"A listener on ip:port (port 0: any), and its port.\"\"\"
+    listener = socket.create_server((ip, port))
+    listener.settimeout(10)
+    return listener, listener.getsockname()[1]
+
+def point(name, ip):
+    \"\"\"Make *name* resolve to *ip*, in this namespace's private /etc/hosts.\"\"\"
+    with open("/etc/hosts", "w") as hosts:
+        hosts.write(f"127.0.0.1 localhost\\n{ip} {name}\\n")
+"""
+"""Helpers for scripts that move a name from one loopback address to another."""
+
 RESOLV_CONF = "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n"
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 from conftest import Leaks, Records
-from isolated import run_isolated
+from isolated import HOSTS_HELPERS, run_isolated
 from servers import Server, blackhole, refusing_port, scaled
 
 import perconn
@@ -849,18 +849,11 @@ def test_a_slow_lookup_never_blocks_the_loop_and_close_does_not_wait_for_it(tmp_
     assert others == "0"
 
 
-MOVING_HOST = """
-import asyncio, socket
+MOVING_HOST = (
+    HOSTS_HELPERS
+    + """
+import asyncio
 import perconn.aio
-
-def serve_on(ip, port=0):
-    listener = socket.create_server((ip, port))
-    listener.settimeout(10)
-    return listener, listener.getsockname()[1]
-
-def point(name, ip):
-    with open("/etc/hosts", "w") as hosts:  # this namespace's private copy
-        hosts.write(f"127.0.0.1 localhost\\n{ip} {name}\\n")
 
 async def main():
     first, port = serve_on("127.0.0.1")
@@ -878,6 +871,7 @@ async def main():
 
 asyncio.run(main())
 """
+)
 
 
 def test_the_name_is_looked_up_again_on_every_dial(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from conftest import Leaks, Records
-from isolated import run_isolated
+from isolated import HOSTS_HELPERS, run_isolated
 from servers import Server, blackhole, refusing_port, scaled, wait_until
 
 import perconn
@@ -621,18 +621,10 @@ def test_close_during_a_slow_lookup_leaves_only_the_resolver_thread(tmp_path: Pa
     assert int(leaked) <= 1  # and closed what it opened (one fd is os.listdir's own)
 
 
-MOVING_HOST = """
-import socket
+MOVING_HOST = (
+    HOSTS_HELPERS
+    + """
 import perconn
-
-def serve_on(ip, port=0):
-    listener = socket.create_server((ip, port))
-    listener.settimeout(10)
-    return listener, listener.getsockname()[1]
-
-def point(name, ip):
-    with open("/etc/hosts", "w") as hosts:  # this namespace's private copy
-        hosts.write(f"127.0.0.1 localhost\\n{ip} {name}\\n")
 
 first, port = serve_on("127.0.0.1")
 point("moving.test", "127.0.0.1")
@@ -650,6 +642,7 @@ peer, _ = second.accept()
 print(peer.getsockname()[0], conn.generation)
 conn.close()
 """
+)
 
 
 def test_the_name_is_looked_up_again_on_every_dial(tmp_path: Path) -> None:
