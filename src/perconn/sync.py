@@ -51,12 +51,13 @@ _PEEK_FLAGS = socket.MSG_PEEK | socket.MSG_DONTWAIT
 class _Link:
     """One established connection and what belongs to it alone."""
 
-    __slots__ = ("last_write", "rbuf", "sock")
+    __slots__ = ("failure", "last_write", "rbuf", "sock")
 
     def __init__(self, sock: socket.socket, now: float) -> None:
         self.sock = sock
         self.rbuf = bytearray()  # bytes received but not yet returned (after a timeout)
         self.last_write = now
+        self.failure: BaseException | None = None  # why it was dropped
 
     def take(self, n: int) -> bytes:
         data = bytes(self.rbuf[:n])
@@ -147,6 +148,7 @@ class Conn(ConnBase[_Link]):
         self._life = Lifecycle(options.backoff, random)
         self._link: _Link | None = None
         self._dialer: _Dialer | None = None
+        self._stranded: _Link | None = None  # a link whose rbuf readers have not emptied
         self._closed = False
         with self._lock:
             self._start_dialer(0.0, None)
@@ -173,7 +175,7 @@ class Conn(ConnBase[_Link]):
         if n.__class__ is not int or n < 1:
             check_size("n", n)
         deadline = None if timeout is None else deadline_after(timeout)
-        link = self._enter(self._rlock, deadline)
+        link = self._enter_reader(deadline)
         try:
             return link.take(n) if link.rbuf else self._recv(link, n, deadline)
         finally:
@@ -193,7 +195,7 @@ class Conn(ConnBase[_Link]):
         """
         check_size("n", n)
         deadline = deadline_after(timeout)
-        link = self._enter(self._rlock, deadline)
+        link = self._enter_reader(deadline)
         buf = bytearray(link.take(n))
         try:
             while len(buf) < n:
@@ -201,6 +203,7 @@ class Conn(ConnBase[_Link]):
             return bytes(buf)
         except TimeoutError:
             link.rbuf[:0] = buf  # keep what arrived for the next read
+            self._stranded = link
             raise
         except ConnectionIOError as exc:
             exc.partial = bytes(buf)
@@ -306,6 +309,19 @@ class Conn(ConnBase[_Link]):
             lock.release()
             self._wait_link(deadline)
 
+    def _enter_reader(self, deadline: float | None) -> _Link:
+        """:meth:`_enter` for readers, who must first hear of bytes stranded on a
+        dropped connection: they come back as the ``partial`` of its error."""
+        link = self._enter(self._rlock, deadline)
+        stranded = self._stranded
+        if stranded is not None and stranded is not link:
+            self._stranded = None
+            if stranded.rbuf:
+                partial = stranded.take(len(stranded.rbuf))
+                self._rlock.release()
+                raise ConnectionIOError("read", stranded.failure or peer_closed(), partial)
+        return link
+
     def _recv(self, link: _Link, n: int, deadline: float | None) -> bytes:
         """Receive 1 to *n* bytes from *link* (the caller holds ``_rlock``).
 
@@ -366,6 +382,7 @@ class Conn(ConnBase[_Link]):
         with self._cond:
             current = link is self._link
             if current:
+                link.failure = cause
                 self._link = None
                 self._start_dialer(self._life.connection_lost(time.monotonic()), link)
         if current:  # the first failure seen on a connection is its one log record

@@ -289,6 +289,19 @@ def test_readexactly_timeout_keeps_received_bytes(echo_server: Server) -> None:
         assert conn.readexactly(3, timeout=scaled(5)) == b"cde"
 
 
+def test_bytes_kept_after_a_timeout_survive_the_connection_dropping(echo_server: Server) -> None:
+    with opened(echo_server.address) as conn:
+        conn.write(b"abc")
+        with pytest.raises(TimeoutError):
+            conn.readexactly(5, timeout=0.1)  # "abc" arrives and is kept
+        echo_server.drop_clients()
+        conn.write(b"x")  # finds the connection closed by the peer: redials, writes on the new one
+        with pytest.raises(perconn.ConnectionIOError) as info:
+            conn.read(10, timeout=scaled(5))  # the old connection's end, with what was left of it
+        assert info.value.partial == b"abc" and conn.generation == 2
+        assert conn.read(10, timeout=scaled(5)) == b"x"  # then the new connection
+
+
 def test_read_never_returns_more_than_asked(echo_server: Server) -> None:
     with opened(echo_server.address) as conn:
         conn.write(b"0123456789")
