@@ -198,6 +198,9 @@ class Conn(ConnBase[_Link]):
         link = self._enter_reader(deadline)
         buf = bytearray(link.take(n))
         try:
+            if len(buf) < n and link.failure is not None:  # the kept bytes of a dropped connection
+                self._stranded = None
+                raise ConnectionIOError("read", link.failure)
             while len(buf) < n:
                 buf += self._recv(link, n - len(buf), deadline)
             return bytes(buf)
@@ -310,17 +313,20 @@ class Conn(ConnBase[_Link]):
             self._wait_link(deadline)
 
     def _enter_reader(self, deadline: float | None) -> _Link:
-        """:meth:`_enter` for readers, who must first hear of bytes stranded on a
-        dropped connection: they come back as the ``partial`` of its error."""
+        """:meth:`_enter` for readers. Bytes kept after a ``readexactly`` timeout
+        on a connection that has since been dropped come first, then that
+        connection's end is raised, once; only then do reads move on."""
         link = self._enter(self._rlock, deadline)
         stranded = self._stranded
-        if stranded is not None and stranded is not link:
-            self._stranded = None
-            if stranded.rbuf:
-                partial = stranded.take(len(stranded.rbuf))
-                self._rlock.release()
-                raise ConnectionIOError("read", stranded.failure or peer_closed(), partial)
-        return link
+        if stranded is None or stranded is link:
+            if stranded is not None and not link.rbuf:
+                self._stranded = None  # all read: nothing is kept any more
+            return link
+        if stranded.rbuf:
+            return stranded
+        self._stranded = None
+        self._rlock.release()
+        raise ConnectionIOError("read", stranded.failure or peer_closed())
 
     def _recv(self, link: _Link, n: int, deadline: float | None) -> bytes:
         """Receive 1 to *n* bytes from *link* (the caller holds ``_rlock``).

@@ -290,16 +290,32 @@ def test_readexactly_timeout_keeps_received_bytes(echo_server: Server) -> None:
 
 
 def test_bytes_kept_after_a_timeout_survive_the_connection_dropping(echo_server: Server) -> None:
+    """As with asyncio: a dropped connection's unread bytes are read first, then its end."""
     with opened(echo_server.address) as conn:
         conn.write(b"abc")
         with pytest.raises(TimeoutError):
             conn.readexactly(5, timeout=0.1)  # "abc" arrives and is kept
         echo_server.drop_clients()
         conn.write(b"x")  # finds the connection closed by the peer: redials, writes on the new one
+        assert conn.read(2, timeout=scaled(5)) == b"ab"  # what the old connection received comes first
         with pytest.raises(perconn.ConnectionIOError) as info:
-            conn.read(10, timeout=scaled(5))  # the old connection's end, with what was left of it
-        assert info.value.partial == b"abc" and conn.generation == 2
+            conn.readexactly(2, timeout=scaled(5))  # cannot be completed from it: its end, with what was left
+        assert info.value.partial == b"c" and conn.generation == 2
         assert conn.read(10, timeout=scaled(5)) == b"x"  # then the new connection
+
+
+def test_end_of_a_dropped_connection_is_raised_once_after_its_kept_bytes(echo_server: Server) -> None:
+    with opened(echo_server.address) as conn:
+        conn.write(b"abc")
+        with pytest.raises(TimeoutError):
+            conn.readexactly(5, timeout=0.1)
+        echo_server.drop_clients()
+        conn.write(b"x")  # redials
+        assert conn.read(10, timeout=scaled(5)) == b"abc"
+        with pytest.raises(perconn.ConnectionIOError) as info:
+            conn.read(10, timeout=scaled(5))
+        assert isinstance(info.value.__cause__, EOFError) and info.value.partial == b""
+        assert conn.read(10, timeout=scaled(5)) == b"x"
 
 
 def test_read_never_returns_more_than_asked(echo_server: Server) -> None:
