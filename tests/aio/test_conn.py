@@ -343,6 +343,26 @@ def test_readexactly_timeout_keeps_received_bytes(run: Run, echo_server: Server)
     run(main())
 
 
+def test_bytes_kept_after_a_timeout_survive_the_connection_dropping(run: Run, echo_server: Server) -> None:
+    """As in the sync Conn: a dropped connection's unread bytes are read first, then its end."""
+
+    async def main() -> None:
+        async with opened(echo_server.address) as conn:
+            await conn.write(b"abc")
+            with pytest.raises(TimeoutError):
+                await conn.readexactly(5, timeout=0.1)  # "abc" arrives and is kept
+            await asyncio.to_thread(echo_server.drop_clients)
+            await until(lambda: conn.generation == 2)
+            await conn.write(b"x")
+            assert await conn.read(2, timeout=scaled(5)) == b"ab"
+            with pytest.raises(perconn.ConnectionIOError) as info:
+                await conn.readexactly(2, timeout=scaled(5))
+            assert info.value.partial == b"c"
+            assert await conn.read(10, timeout=scaled(5)) == b"x"
+
+    run(main())
+
+
 def test_read_never_returns_more_than_asked(run: Run, echo_server: Server) -> None:
     async def main() -> None:
         async with opened(echo_server.address) as conn:
