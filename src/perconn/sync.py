@@ -175,7 +175,9 @@ class Conn(ConnBase[_Link]):
         if n.__class__ is not int or n < 1:
             check_size("n", n)
         deadline = None if timeout is None else deadline_after(timeout)
-        link = self._enter_reader(deadline)
+        link = self._enter(self._rlock, deadline)
+        if self._stranded is not None:
+            link = self._unstrand(link)
         try:
             return link.take(n) if link.rbuf else self._recv(link, n, deadline)
         finally:
@@ -195,7 +197,9 @@ class Conn(ConnBase[_Link]):
         """
         check_size("n", n)
         deadline = deadline_after(timeout)
-        link = self._enter_reader(deadline)
+        link = self._enter(self._rlock, deadline)
+        if self._stranded is not None:
+            link = self._unstrand(link)
         buf = bytearray(link.take(n))
         try:
             if len(buf) < n and link.failure is not None:  # the kept bytes of a dropped connection
@@ -312,14 +316,15 @@ class Conn(ConnBase[_Link]):
             lock.release()
             self._wait_link(deadline)
 
-    def _enter_reader(self, deadline: float | None) -> _Link:
-        """:meth:`_enter` for readers. Bytes kept after a ``readexactly`` timeout
-        on a connection that has since been dropped come first, then that
-        connection's end is raised, once; only then do reads move on."""
-        link = self._enter(self._rlock, deadline)
+    def _unstrand(self, link: _Link) -> _Link:
+        """The connection a reader holding ``_rlock`` must read from, given that
+        bytes were kept after a ``readexactly`` timeout: if their connection has
+        since been dropped, they come first, then its end is raised, once; only
+        then do reads move on to *link*, the current connection."""
         stranded = self._stranded
-        if stranded is None or stranded is link:
-            if stranded is not None and not link.rbuf:
+        assert stranded is not None
+        if stranded is link:
+            if not link.rbuf:
                 self._stranded = None  # all read: nothing is kept any more
             return link
         if stranded.rbuf:
