@@ -19,7 +19,11 @@ class ConnBase(Generic[LinkT]):
     _opts: Options
     _life: Lifecycle
     _link: LinkT | None  # the connection writes go to; None while dialing or closed
-    _closed: bool
+
+    @property
+    def _closed(self) -> bool:
+        """Whether ``close()`` was called: the lifecycle is the one record of it."""
+        return self._life.closed
 
     @property
     def address(self) -> str:

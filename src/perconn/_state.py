@@ -47,6 +47,9 @@ class Lifecycle:
         self.backoff = backoff
         self._random = random
         self.phase = Phase.DIALING
+        self.closed = False
+        """Whether :meth:`close` was called (then for good): a plain attribute,
+        as front ends read it on every call."""
         self.generation = 0
         """How many connections have been established so far."""
         self.attempts = 0
@@ -104,8 +107,5 @@ class Lifecycle:
         if self.phase is Phase.CLOSED:
             return False
         self.phase = Phase.CLOSED
+        self.closed = True
         return True
-
-    @property
-    def closed(self) -> bool:
-        return self.phase is Phase.CLOSED

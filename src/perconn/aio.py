@@ -209,21 +209,20 @@ class Conn(ConnBase[_Link]):
         limit: int = DEFAULT_LIMIT,
         random: Callable[[], float] | None = None,
     ) -> None:
-        self._closed = True  # until fully built: __del__ must not warn about a half-made Conn
         try:
             self._loop = asyncio.get_running_loop()
         except RuntimeError:
             raise RuntimeError("perconn.aio.connect() must be called with a running event loop") from None
         self._opts = options
         self._limit = check_size("limit", limit)
-        self._life = Lifecycle(options.backoff) if random is None else Lifecycle(options.backoff, random)
         self._link: _Link | None = None  # the connection writes go to; None while dialing
         self._rlink: _Link | None = None  # the connection reads consume (may have ended)
         self._up = asyncio.Event()  # set while connected or closed
         self._rlock = asyncio.Lock()
         self._closing: asyncio.Future[None] | None = None
         self._dialer: asyncio.Task[None] | None = None
-        self._closed = False
+        # Last: until it exists, __del__ takes this for a half-made Conn and stays quiet.
+        self._life = Lifecycle(options.backoff) if random is None else Lifecycle(options.backoff, random)
         self._start_dialer(0.0)
 
     # -- public API -----------------------------------------------------------
@@ -347,7 +346,6 @@ class Conn(ConnBase[_Link]):
             return
         self._closing = self._loop.create_future()
         try:
-            self._closed = True
             self._life.close()
             self._up.set()
             links = {link for link in (self._link, self._rlink) if link is not None}
@@ -378,10 +376,10 @@ class Conn(ConnBase[_Link]):
         await self.close()
 
     def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
-        if self._closed:
+        if getattr(self, "_closed", True):  # closed, or never fully made
             return
         message = f"unclosed {self!r}"
-        self._closed = True
+        self._life.close()
         with contextlib.suppress(RuntimeError):  # the loop may be closed already
             if self._dialer is not None:
                 self._dialer.cancel()

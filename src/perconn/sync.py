@@ -149,7 +149,6 @@ class Conn(ConnBase[_Link]):
         self._link: _Link | None = None
         self._dialer: _Dialer | None = None
         self._stranded: _Link | None = None  # a link whose rbuf readers have not emptied
-        self._closed = False
         with self._lock:
             self._start_dialer(0.0, None)
 
@@ -263,7 +262,6 @@ class Conn(ConnBase[_Link]):
         with self._cond:
             if not self._life.close():
                 return
-            self._closed = True
             link, self._link = self._link, None
             dialer = self._dialer
             if dialer is not None:
@@ -384,12 +382,12 @@ class Conn(ConnBase[_Link]):
             raise TimeoutError("write timed out")
         raise self._io_failed(link, "write", TimeoutError(f"write timed out after {sent} of {len(view)} bytes"))
 
-    def _io_failed(self, link: _Link, op: str, cause: BaseException, partial: bytes = b"") -> Error:
+    def _io_failed(self, link: _Link, op: str, cause: BaseException) -> Error:
         """Turn a failure on *link* into the error to raise; drop *link* and start
         redialing if it is still the current connection."""
         if self._closed:  # the failure is close() shutting the socket down
             return ClosedConnectionError()
-        error = ConnectionIOError(op, cause, partial)
+        error = ConnectionIOError(op, cause)
         with self._cond:
             current = link is self._link
             if current:
@@ -444,8 +442,9 @@ class Conn(ConnBase[_Link]):
             if self._closed:
                 sock.close()
                 return
-            self._link = _Link(sock, time.monotonic())
-            generation = self._life.connected(time.monotonic())
+            now = time.monotonic()
+            self._link = _Link(sock, now)
+            generation = self._life.connected(now)
             attempts = self._life.attempts
             self._dialer = None
             self._cond.notify_all()
