@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from redis_server import RedisServer, RedisUnavailable
 from servers import Server, open_fds, wait_until
 
 
@@ -56,7 +57,7 @@ def logger(records: Records, request: pytest.FixtureRequest) -> logging.Logger:
 
 @pytest.fixture
 def make_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
-    """Start servers (family "tcp4", "tcp6" or "unix"; a mode); all stopped at teardown."""
+    """Start servers (family "tcp4", "tcp6", "unix" or "abstract"; a mode); all stopped at teardown."""
     servers: list[Server] = []
 
     def make(mode: str = "echo", family: str = "tcp4") -> Server:
@@ -68,6 +69,31 @@ def make_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     yield make
     for server in servers:
         server.stop()
+
+
+@pytest.fixture
+def make_redis() -> Iterator[Callable[..., RedisServer]]:
+    """Start real redis-server processes (``make(password=None)``); all stopped at
+    teardown. Skips the test when there is no redis-server binary."""
+    servers: list[RedisServer] = []
+
+    def make(password: str | None = None) -> RedisServer:
+        try:
+            server = RedisServer(password)
+        except RedisUnavailable as e:
+            pytest.skip(str(e))
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        server.close()
+
+
+@pytest.fixture
+def redis_server(make_redis: Callable[..., RedisServer]) -> RedisServer:
+    """A redis-server on 127.0.0.1 with the password "s3cret"."""
+    return make_redis(password="s3cret")
 
 
 @pytest.fixture

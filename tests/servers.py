@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import os
 import queue
+import secrets
 import selectors
 import socket
 import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
+from types import TracebackType
 
 SCALE = float(os.environ.get("PERCONN_TEST_SCALE", "1"))
 """One factor for every wait in the tests, for slow machines."""
@@ -26,17 +28,22 @@ def scaled(seconds: float) -> float:
     return seconds * SCALE
 
 
-MODES = ("echo", "accept_close", "close_after_first", "sink", "no_read")
+MODES = ("echo", "accept_close", "close_after_first", "sink", "no_read", "reply_bye")
+FAMILIES = ("tcp4", "tcp6", "unix", "abstract")
 
 
 class Server:
-    """A listening server on 127.0.0.1, ::1 or a unix socket, in one of MODES:
+    """A listening server on 127.0.0.1, ::1, a unix socket or a Linux abstract unix
+    socket (family "abstract", address ``unix:@name``), in one of MODES:
 
     - ``echo``: send back what is received.
     - ``accept_close``: accept, then close at once.
     - ``close_after_first``: receive one chunk, record it, close.
     - ``sink``: record everything received, answer nothing.
     - ``no_read``: accept and never read (the client's writes back up).
+    - ``reply_bye``: a line server answering one request per connection: for the
+      first full line ``X\\n`` it sends ``REP X\\nBYE\\n`` (one send where possible),
+      then closes once that is flushed; anything the client sends after is ignored.
 
     ``stop()`` closes the listener and every connection (a server going away);
     ``start()`` listens again on the same address (a server coming back).
@@ -44,13 +51,15 @@ class Server:
 
     def __init__(self, family: str = "tcp4", mode: str = "echo", unix_path: Path | None = None) -> None:
         assert mode in MODES, mode
+        assert family in FAMILIES, family
         self.family = family
         self.mode = mode
         self._unix_path = unix_path
         self._cond = threading.Condition()
         self.accepts = 0
         self.closes = 0  # connections the server closed or saw close
-        self.received: list[bytearray] = []  # per accepted connection, in sink/close_after_first modes
+        self.received: list[bytearray] = []  # per accepted connection, in sink/close_after_first/reply_bye modes
+        self._abstract_name = f"perconn-test-{secrets.token_hex(8)}" if family == "abstract" else None
         self._sockaddr: object = None
         self._thread: threading.Thread | None = None
         self._commands: queue.Queue[tuple[Callable[[], None], threading.Event]] = queue.Queue()
@@ -63,11 +72,35 @@ class Server:
         """The address in perconn's notation."""
         if self.family == "unix":
             return f"unix:{self._sockaddr}"
+        if self.family == "abstract":
+            return f"unix:@{self._abstract_name}"
         host, port = self._sockaddr[0], self._sockaddr[1]  # type: ignore[index]
         return f"[{host}]:{port}" if self.family == "tcp6" else f"{host}:{port}"
 
+    @property
+    def sockaddr(self) -> str | tuple[str, int] | tuple[str, int, int, int]:
+        """The address for ``socket.connect`` (abstract: the name with its leading NUL)."""
+        if self.family == "abstract":
+            return f"\0{self._abstract_name}"
+        return self._sockaddr  # type: ignore[return-value]
+
+    def dial(self, timeout: float = 2.0) -> socket.socket:
+        """A plain socket connected to the server (any family), with *timeout* (scaled) set."""
+        fam = {"tcp4": socket.AF_INET, "tcp6": socket.AF_INET6}.get(self.family, socket.AF_UNIX)
+        sock = socket.socket(fam, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(scaled(timeout))
+            sock.connect(self.sockaddr)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
     def _listener(self) -> socket.socket:
-        if self.family == "unix":
+        if self.family == "abstract":
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.bind(f"\0{self._abstract_name}")  # the name goes away with the socket: no file to unlink
+        elif self.family == "unix":
             assert self._unix_path is not None
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             if self._unix_path.exists():
@@ -107,6 +140,11 @@ class Server:
         self._thread = None
         self._wake_r.close()
         self._wake_w.close()
+
+    @property
+    def running(self) -> bool:
+        """Whether the server listens (between start() and stop())."""
+        return self._thread is not None
 
     def restart(self) -> None:
         self.stop()
@@ -163,6 +201,9 @@ class Server:
         self._sel.unregister(sock)
         self._clients.pop(sock)
         self._pending.pop(sock, None)
+        if sock in self._closing:
+            self._closing.discard(sock)
+            self._discard_input(sock)  # unread input would turn the close into a RST
         sock.close()
         with self._cond:
             self.closes += 1
@@ -172,6 +213,7 @@ class Server:
         self._sel = selectors.DefaultSelector()
         self._clients: dict[socket.socket, int] = {}
         self._pending: dict[socket.socket, bytearray] = {}  # echo output the client has not taken yet
+        self._closing: set[socket.socket] = set()  # close once their pending output is flushed
         self._sel.register(self._listen, selectors.EVENT_READ)
         self._sel.register(self._wake_r, selectors.EVENT_READ)
         try:
@@ -216,9 +258,26 @@ class Server:
                 self._close_client(sock)
                 return
         backlog = len(out or b"")
+        if not backlog and sock in self._closing:
+            self._close_client(sock)
+            return
         wanted = (selectors.EVENT_READ if backlog < (1 << 20) else 0) | (selectors.EVENT_WRITE if backlog else 0)
         if self._sel.get_key(sock).events != wanted:
             self._sel.modify(sock, wanted or selectors.EVENT_WRITE)
+
+    def _close_after_flush(self, sock: socket.socket) -> None:
+        """Close *sock* as soon as everything queued for it has been sent."""
+        self._closing.add(sock)
+        self._flush(sock)
+
+    @staticmethod
+    def _discard_input(sock: socket.socket) -> None:
+        for _ in range(64):  # bounded: a client that keeps sending gets a RST after all
+            try:
+                if not sock.recv(65536):
+                    return
+            except OSError:
+                return
 
     def _accept(self) -> None:
         client, _ = self._listen.accept()
@@ -252,14 +311,89 @@ class Server:
         if not data:
             self._close_client(sock)
             return
+        if sock in self._closing:  # answered already: ignore the rest
+            return
         if self.mode == "echo":
             self._queue(sock, data)
             return
         with self._cond:
-            self.received[self._clients[sock]] += data
+            got = self.received[self._clients[sock]]
+            got += data
             self._cond.notify_all()
         if self.mode == "close_after_first":
             self._close_client(sock)
+        elif self.mode == "reply_bye" and b"\n" in data:
+            line = bytes(got[: got.find(b"\n")])
+            self._queue(sock, b"REP " + line + b"\nBYE\n")
+            if sock in self._clients:  # the send may have found it gone
+                self._close_after_flush(sock)
+
+
+class CrashLoop:
+    """Restart *server* *count* times in a background thread, keeping it up *up*
+    seconds each time (``stop()``, then ``start()`` at once), as a crash-looping
+    server does; at the end the server is left up for good.
+
+    ``starts[i]`` and ``ends[i]`` are the monotonic times up-window *i* began (after
+    ``start()`` returned; window 0 at the thread's start) and ended (before ``stop()``
+    was called): the server surely listened in between. The last window has no end.
+    ``done`` is set once the loop is over (``error`` holds what it raised, if anything).
+    ``__exit__`` ends the loop early (bounded) and re-raises the loop's error::
+
+        with CrashLoop(server, count=3, up=0.2) as loop:
+            assert loop.done.wait(5)
+    """
+
+    def __init__(self, server: Server, count: int, up: float) -> None:
+        assert count >= 0 and up >= 0, (count, up)
+        self.server = server
+        self.count = count
+        self.up = up
+        self.restarts = 0
+        self.starts: list[float] = []
+        self.ends: list[float] = []
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+        self._halt = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="test-server crash-loop", daemon=True)
+
+    def __enter__(self) -> CrashLoop:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._halt.set()
+        self._thread.join(scaled(15))  # a stop() or start() in flight is bounded by 5 s each
+        assert not self._thread.is_alive(), "crash loop did not stop"
+        if self.error is not None and exc_type is None:
+            raise self.error
+
+    def wait(self, timeout: float = 5.0) -> bool:
+        """Wait until the loop is over (*timeout* scaled)."""
+        return self.done.wait(scaled(timeout))
+
+    def _run(self) -> None:
+        try:
+            if not self.server.running:
+                self.server.start()
+            self.starts.append(time.monotonic())
+            for _ in range(self.count):
+                if self._halt.wait(self.up):
+                    break
+                self.ends.append(time.monotonic())
+                self.server.stop()
+                self.server.start()
+                self.starts.append(time.monotonic())
+                self.restarts += 1
+        except BaseException as e:  # reported by __exit__
+            self.error = e
+            if not self.server.running:  # leave it up if we can
+                with suppress(OSError):
+                    self.server.start()
+        finally:
+            self.done.set()
 
 
 @contextmanager
