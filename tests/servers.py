@@ -235,10 +235,13 @@ class Server:
                         if events & selectors.EVENT_READ and sock in self._clients:
                             self._serve(sock)
         finally:
+            # The listener first: a client that sees its connection close and redials
+            # at once must find the port refusing, not an old backlog about to vanish.
+            self._sel.unregister(self._listen)
+            self._listen.close()
             for sock in list(self._clients):
                 self._close_client(sock)
             self._sel.close()
-            self._listen.close()
 
     def _queue(self, sock: socket.socket, data: bytes) -> None:
         """Send *data* to *sock* without ever blocking the server thread: what the

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import logging
 import math
+import pydoc
 from typing import Any
 
 import pytest
@@ -29,6 +30,11 @@ from perconn._options import make_options
         ({"retry_max": True}, TypeError, "retry_max must be a number of seconds, got bool: True"),
         ({"jitter": 1}, TypeError, "jitter must be a bool, got int: 1"),
         ({"logger": print}, TypeError, "logger must be a logging.Logger or LoggerAdapter"),
+        ({"on_connect": "auth"}, TypeError, "on_connect must be callable or None, got str: 'auth'"),
+        ({"on_disconnect": 1}, TypeError, "on_disconnect must be callable or None, got int: 1"),
+        ({"max_attempts": 0}, ValueError, "max_attempts must be >= 1 or None, got 0"),
+        ({"max_attempts": 2.0}, TypeError, "max_attempts must be an int or None, got float: 2.0"),
+        ({"give_up_after": -1}, ValueError, "give_up_after must be a finite number > 0, got -1"),
     ],
 )
 def test_bad_options_are_named(overrides: dict[str, Any], error: type[Exception], fragment: str) -> None:
@@ -57,14 +63,42 @@ def test_library_logger_is_silent_by_default() -> None:
     assert any(isinstance(h, logging.NullHandler) for h in handlers)
 
 
-def test_both_connect_functions_share_one_signature_and_document_it() -> None:
+FRONT_ENDS = [(perconn.connect, perconn.Conn), (perconn.aio.connect, perconn.aio.Conn)]
+
+
+@pytest.mark.parametrize("callable_", [f for pair in FRONT_ENDS for f in pair], ids=repr)
+def test_conn_and_connect_share_one_signature_and_document_it(callable_: Any) -> None:
     parameters = inspect.signature(make_options).parameters
-    for connect, conn_type in ((perconn.connect, perconn.Conn), (perconn.aio.connect, perconn.aio.Conn)):
-        assert inspect.signature(connect).parameters == parameters
-        assert inspect.signature(connect).return_annotation is conn_type
+    assert inspect.signature(callable_).parameters == parameters
+    assert list(parameters)[:3] == ["address", "dial_timeout", "logger"]
+    assert all(p.kind is p.KEYWORD_ONLY for p in list(parameters.values())[1:])
+    shown = pydoc.render_doc(callable_, renderer=pydoc.plaintext)  # type: ignore[attr-defined]
+    assert "retry_min: the first backoff step" in shown
+    header = next(line for line in shown.splitlines() if "(address" in line)
+    assert "dial_timeout" in header and "give_up_after" in header and "Options" not in header
+
+
+def test_connect_functions_are_named_connect() -> None:
+    for connect, _ in FRONT_ENDS:
         assert connect.__name__ == "connect"
-        assert connect.__doc__ is not None and "retry_min: the first backoff step" in connect.__doc__
     assert "running event loop" in (perconn.aio.connect.__doc__ or "")
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda f: f("h:1", 5.0), "takes the address as its only positional argument; pass the options by keyword"),
+        (lambda f: f("h:1", dial_timeut=5), "got an unexpected keyword argument 'dial_timeut'; its options are ["),
+        (lambda f: f(), "missing its required argument: address"),
+        (lambda f: f("h:1", address="h:2"), "got the address twice"),
+    ],
+)
+def test_misused_calls_name_the_function(call: Any, message: str) -> None:
+    for connect, conn_type in FRONT_ENDS:
+        for fn, name in ((connect, "connect"), (conn_type, "Conn")):
+            with pytest.raises(TypeError) as info:
+                call(fn)
+            assert str(info.value).startswith(f"{name}() ") and message in str(info.value)
 
 
 def test_exceptions_form_one_family_under_oserror() -> None:
@@ -72,7 +106,9 @@ def test_exceptions_form_one_family_under_oserror() -> None:
         assert issubclass(cls, perconn.Error)
     assert issubclass(perconn.Error, OSError)
     cause = ConnectionResetError()
-    err = perconn.ConnectionIOError("read", cause)
-    assert (err.op, err.__cause__, err.partial) == ("read", cause, b"")
+    err = perconn.ConnectionIOError("read", cause, address="h:1")
+    assert (err.op, err.__cause__, err.partial, err.address) == ("read", cause, b"", "h:1")
+    assert str(err) == "read h:1: ConnectionResetError"
+    assert issubclass(perconn.GaveUpError, perconn.ClosedConnectionError)
     dial = perconn.DialError("h:1", cause)
     assert (dial.address, dial.__cause__) == ("h:1", cause)

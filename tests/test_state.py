@@ -1,97 +1,241 @@
-"""The lifecycle state machine: events in, delays out, with an injected random source."""
+"""The lifecycle state machine: events in, steps (delays, log records) out, with an
+injected clock and random source; no sockets, no waiting."""
 
 from __future__ import annotations
 
 import itertools
+import logging
+from collections.abc import Callable
 
 import pytest
 
+from perconn import ConnectionIOError, DialError, GaveUpError
 from perconn._backoff import Backoff
 from perconn._state import Lifecycle, Phase
 
 
-def machine(jitter: bool = False, samples: list[float] | None = None) -> Lifecycle:
+def machine(jitter: bool = False, samples: list[float] | None = None, **limits: object) -> Lifecycle:
     source = itertools.cycle(samples or [0.5])
-    return Lifecycle(Backoff(1.0, 8.0, jitter), random=lambda: next(source))
+    return Lifecycle(Backoff(1.0, 8.0, jitter), 0.0, random=lambda: next(source), **limits)  # type: ignore[arg-type]
+
+
+def refused() -> DialError:
+    return DialError("h:1", ConnectionRefusedError(111, "Connection refused"))
+
+
+def dropped() -> ConnectionIOError:
+    return ConnectionIOError("read", EOFError("connection closed by peer"), address="h:1")
+
+
+class Capture(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def logged(log: Callable[[logging.Logger], None]) -> list[logging.LogRecord]:
+    """The records a step's log function emits."""
+    logger = logging.getLogger("perconn.test.state")
+    logger.propagate = False
+    logger.setLevel(logging.DEBUG)
+    capture = Capture()
+    logger.addHandler(capture)
+    try:
+        log(logger)
+    finally:
+        logger.removeHandler(capture)
+    return capture.records
 
 
 def test_failed_dials_follow_the_schedule() -> None:
     life = machine()
-    assert [life.dial_failed() for _ in range(6)] == [1, 2, 4, 8, 8, 8]
-    assert life.attempts == 6
+    assert [life.dial_failed(refused(), 0.0).delay for _ in range(6)] == [1, 2, 4, 8, 8, 8]
+    assert life.attempts == 6 and life.dial_failures == 6
     assert life.phase is Phase.DIALING
 
 
 def test_jittered_schedule_uses_the_injected_source() -> None:
     life = machine(jitter=True, samples=[0.0, 0.5, 0.999])
-    assert [life.dial_failed() for _ in range(3)] == [1.0, 1.5, pytest.approx(2.002)]
+    assert [life.dial_failed(refused(), 0.0).delay for _ in range(3)] == [1.0, 1.5, pytest.approx(2.002)]
+
+
+def test_a_failed_dial_logs_what_failed_and_what_happens_next() -> None:
+    life = machine()
+    error = refused()
+    (record,) = logged(life.dial_failed(error, 0.0).log)
+    assert record.levelno == logging.WARNING
+    assert record.getMessage() == "dial h:1: [Errno 111] Connection refused (attempt 1); retrying in 1 s"
+    assert (record.error, record.attempt, record.delay) == (error, 1, 1.0)  # type: ignore[attr-defined]
 
 
 def test_connect_counts_generation_and_attempts() -> None:
     life = machine()
-    life.dial_failed()
-    life.dial_failed()
-    assert life.connected(now=100.0) == 1
+    life.dial_failed(refused(), 0.0)
+    life.dial_failed(refused(), 0.0)
+    (record,) = logged(life.connected(100.0, "h:1").log)
+    assert record.getMessage() == "connected to h:1 (generation 1, after 3 attempts)"
     assert (life.phase, life.generation, life.attempts) == (Phase.CONNECTED, 1, 3)
 
 
 def test_healthy_drop_redials_at_once_and_resets_the_schedule() -> None:
     life = machine()
     for _ in range(4):
-        life.dial_failed()
-    life.connected(now=100.0)
-    assert life.connection_lost(now=100.0 + 1.0) == 0.0  # lived retry_min: healthy
-    assert life.dial_failed() == 1.0  # schedule starts over
+        life.dial_failed(refused(), 0.0)
+    life.connected(100.0, "h:1")
+    step = life.dropped(dropped(), 100.0 + 1.0)  # lived retry_min: it proved itself
+    assert step.delay == 0.0
+    (record,) = logged(step.log)
+    assert record.getMessage() == "read h:1: connection closed by peer; generation 1 dropped, reconnecting in 0 s"
+    assert life.dial_failed(refused(), 101.0).delay == 1.0  # schedule starts over
 
 
 def test_healthy_drop_with_jitter_waits_within_retry_min() -> None:
     life = machine(jitter=True, samples=[0.25])
-    life.connected(now=0.0)
-    assert life.connection_lost(now=50.0) == 0.25
+    life.connected(0.0, "h:1")
+    assert life.dropped(dropped(), 50.0).delay == 0.25
 
 
 def test_young_deaths_continue_the_schedule() -> None:
-    """A server that accepts and closes at once: redials decay to one per retry_max."""
+    """A server that accepts and closes at once, sending nothing: redials decay to one per retry_max."""
     life = machine()
     delays = []
     now = 0.0
     for _ in range(7):
-        life.connected(now)
+        life.connected(now, "h:1")
         now += 0.001
-        delay = life.connection_lost(now)
+        delay = life.dropped(dropped(), now).delay
+        assert delay is not None
         delays.append(delay)
         now += delay
     assert delays == [1, 2, 4, 8, 8, 8, 8]
-    assert life.generation == 7
+    assert life.generation == 7 and life.drops == 7
+
+
+@pytest.mark.parametrize("how", ["received bytes", "handshake"])
+def test_a_young_connection_that_proved_itself_resets_the_schedule(how: str) -> None:
+    """A crash-looping server that keeps answering is redialed promptly, not at retry_max."""
+    life = machine()
+    for _ in range(5):
+        life.dial_failed(refused(), 0.0)
+    life.connected(10.0, "h:1", proven=how == "handshake")
+    if how == "received bytes":
+        life.proved()
+    assert life.dropped(dropped(), 10.1).delay == 0.0
+    assert life.dial_failed(refused(), 10.1).delay == 1.0
 
 
 def test_dial_failures_after_a_young_death_keep_counting() -> None:
     life = machine()
-    life.dial_failed()  # 1
-    life.connected(now=0.0)
-    assert life.connection_lost(now=0.5) == 2
-    assert life.dial_failed() == 4
+    life.dial_failed(refused(), 0.0)  # 1
+    life.connected(0.0, "h:1")
+    assert life.dropped(dropped(), 0.5).delay == 2
+    assert life.dial_failed(refused(), 0.5).delay == 4
+
+
+def test_reconnect_redials_at_once_with_the_schedule_reset() -> None:
+    life = machine()
+    for _ in range(3):
+        life.dial_failed(refused(), 0.0)
+    life.connected(0.0, "h:1")
+    assert life.dropped(dropped(), 0.001, at_once=True).delay == 0.0
+    assert life.dial_failed(refused(), 0.0).delay == 1.0
+    life.dial_failed(refused(), 0.0)
+    life.redial_now()  # while dialing
+    assert life.dial_failed(refused(), 0.0).delay == 1.0
+
+
+def test_max_attempts_gives_up_and_closes() -> None:
+    life = machine(max_attempts=3)
+    assert life.dial_failed(refused(), 0.0).delay == 1.0
+    assert life.dial_failed(refused(), 1.0).delay == 2.0
+    step = life.dial_failed(refused(), 3.0)
+    assert step.delay is None and life.closed and life.phase is Phase.CLOSED
+    gave_up = life.gave_up
+    assert isinstance(gave_up, GaveUpError) and isinstance(gave_up.__cause__, DialError)
+    assert "max_attempts=3" in str(gave_up)
+    warning, error = logged(step.log)
+    assert warning.levelno == logging.WARNING and warning.getMessage().endswith("(attempt 3); giving up")
+    assert error.levelno == logging.ERROR and error.error is gave_up  # type: ignore[attr-defined]
+
+
+def test_max_attempts_counts_consecutive_failures_only() -> None:
+    life = machine(max_attempts=2)
+    life.dial_failed(refused(), 0.0)
+    life.connected(1.0, "h:1")  # resets the count
+    life.dropped(dropped(), 5.0)
+    assert life.dial_failed(refused(), 5.0).delay is not None
+    assert life.dial_failed(refused(), 6.0).delay is None
+
+
+def test_max_attempts_one_fails_fast() -> None:
+    life = machine(max_attempts=1)
+    assert life.dial_failed(refused(), 0.0).delay is None and life.closed
+
+
+def test_give_up_after_bounds_dials_and_sleeps_by_the_deadline() -> None:
+    life = machine(give_up_after=5.0, dial_timeout=3.0)
+    assert life.begin_dial(0.0) == 3.0  # dial_timeout
+    assert life.begin_dial(4.0) == 1.0  # what is left before the deadline
+    assert life.dial_failed(refused(), 4.0).delay == 1.0
+    life.dial_failed(refused(), 4.5)  # schedule says 2 s: clipped
+    assert life.dial_failed(refused(), 4.8).delay == pytest.approx(0.2)
+    step = life.dial_failed(refused(), 5.0)
+    assert step.delay is None and life.gave_up is not None
+    assert "give_up_after=5.0" in str(life.gave_up)
+
+
+def test_give_up_after_counts_from_the_last_drop() -> None:
+    life = machine(give_up_after=5.0)
+    life.connected(0.0, "h:1")
+    life.dropped(dropped(), 100.0)
+    assert life.begin_dial(101.0) == 4.0  # dial_timeout None: bounded by the deadline alone
+    assert life.dial_failed(refused(), 104.0).delay is not None
+    assert life.dial_failed(refused(), 105.0).delay is None
+
+
+def test_a_hook_that_raises_gave_up_gives_up_at_once() -> None:
+    life = machine()
+    step = life.dial_failed(DialError("h:1", GaveUpError("wrong password")), 0.0)
+    assert step.delay is None and life.gave_up is not None and "wrong password" in str(life.gave_up)
+
+
+def test_stats_count_every_event() -> None:
+    life = machine()
+    life.begin_dial(0.0)
+    life.dial_failed(refused(), 0.0)
+    life.begin_dial(1.0)
+    life.connected(1.5, "h:1")
+    error = dropped()
+    life.dropped(error, 9.0)
+    stats = life.stats()
+    assert (stats.dials, stats.dial_failures, stats.connections, stats.drops) == (2, 1, 1, 1)
+    assert (stats.last_error, stats.state, stats.state_since) == (error, "dialing", 9.0)
+    life.close(10.0)
+    assert (life.stats().state, life.stats().state_since) == ("closed", 10.0)
 
 
 def test_close_is_final_and_idempotent() -> None:
     life = machine()
-    assert life.close() is True
-    assert life.close() is False
+    assert life.close(0.0) is True
+    assert life.close(1.0) is False
     assert life.closed
     # events racing with close are ignored, not errors
-    assert life.dial_failed() == 0.0
-    assert life.connected(now=1.0) == 0
+    assert life.dial_failed(refused(), 0.0).delay is None
+    assert life.connected(1.0, "h:1").delay is None and life.generation == 0
     assert life.phase is Phase.CLOSED
 
 
 @pytest.mark.parametrize(
     "bad",
     [
-        lambda life: life.connection_lost(now=1.0),  # not connected yet
-        lambda life: (life.connected(now=0.0), life.connected(now=1.0)),
-        lambda life: (life.connected(now=0.0), life.dial_failed()),
+        lambda life: life.dropped(dropped(), 1.0),  # not connected yet
+        lambda life: (life.connected(0.0, "h:1"), life.connected(1.0, "h:1")),
+        lambda life: (life.connected(0.0, "h:1"), life.dial_failed(refused(), 0.0)),
     ],
 )
-def test_events_out_of_order_are_bugs(bad: object) -> None:
+def test_events_out_of_order_are_bugs(bad: Callable[[Lifecycle], object]) -> None:
     with pytest.raises(RuntimeError, match="reported in phase"):
-        bad(machine())  # type: ignore[operator]
+        bad(machine())

@@ -12,10 +12,13 @@ from __future__ import annotations
 import logging
 
 from ._backoff import DEFAULT_RETRY_MAX, DEFAULT_RETRY_MIN
-from ._errors import ClosedConnectionError, ConnectionIOError, DialError, Error
-from .sync import Conn, connect
+from ._errors import ClosedConnectionError, ConnectionIOError, DialError, Error, GaveUpError
+from ._reading import DEFAULT_LIMIT
+from ._state import Stats
+from .sync import Conn, Link, connect
 
 __all__ = [
+    "DEFAULT_LIMIT",
     "DEFAULT_RETRY_MAX",
     "DEFAULT_RETRY_MIN",
     "ClosedConnectionError",
@@ -23,6 +26,9 @@ __all__ = [
     "ConnectionIOError",
     "DialError",
     "Error",
+    "GaveUpError",
+    "Link",
+    "Stats",
     "connect",
 ]
 

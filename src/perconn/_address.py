@@ -1,17 +1,24 @@
 """Parsing and validating the remote address a ``Conn`` dials.
 
-Accepted forms: ``"host:port"``, ``"[v6addr]:port"`` and ``"unix:/path/to/socket"``.
+Accepted forms: ``"host:port"``, ``"[v6addr]:port"``, ``"unix:/path/to/socket"``
+and ``"unix:@name"`` (a Linux abstract socket, as socat and systemd write it).
 Parsing is pure: it never resolves a name (DNS is looked up afresh on every dial).
 """
 
 from __future__ import annotations
 
 import ipaddress
+import re
+import sys
 from dataclasses import dataclass
 
 __all__ = ["Address", "parse_address"]
 
 UNIX_PREFIX = "unix:"
+FORMS = '"host:port", "[v6addr]:port", "unix:/path/to/socket" or "unix:@name"'
+"""The address forms, as error messages list them."""
+
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
 
 @dataclass(frozen=True)
@@ -30,6 +37,11 @@ class Address:
     def is_unix(self) -> bool:
         return bool(self.path)
 
+    @property
+    def unix_sockaddr(self) -> str:
+        """The path to pass to ``connect()``: ``@name`` becomes the abstract ``\\0name``."""
+        return "\0" + self.path[1:] if self.path.startswith("@") else self.path
+
 
 def _bad(address: str, why: str) -> ValueError:
     return ValueError(f"address={address!r}: {why}")
@@ -43,16 +55,24 @@ def parse_address(address: object) -> Address:
     """
     if not isinstance(address, str):
         raise TypeError(f"address must be a str, got {type(address).__name__}: {address!r}")
+    scheme = _SCHEME.match(address)
+    if scheme and scheme.group(1) != "unix":
+        raise _bad(address, f"scheme {scheme.group(1)}:// is not supported; use {FORMS}")
     if address.startswith(UNIX_PREFIX):
         path = address[len(UNIX_PREFIX) :]
         if not path:
             raise _bad(address, "empty unix socket path")
         if "\0" in path:
             raise _bad(address, "unix socket path contains a NUL byte")
+        if path.startswith("@"):
+            if len(path) == 1:
+                raise _bad(address, "empty abstract socket name after @")
+            if not sys.platform.startswith("linux"):
+                raise _bad(address, f"abstract unix sockets (unix:@name) exist only on Linux, not on {sys.platform}")
         return Address(text=address, path=path)
     host, sep, port_text = address.rpartition(":")
     if not sep:
-        raise _bad(address, 'missing ":port" (expected "host:port", "[v6addr]:port" or "unix:/path")')
+        raise _bad(address, f'missing ":port" (expected {FORMS})')
     if host.startswith("[") or host.endswith("]"):
         if not (host.startswith("[") and host.endswith("]")):
             raise _bad(address, "unbalanced brackets around IPv6 address")

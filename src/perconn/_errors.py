@@ -3,11 +3,22 @@
 All derive from :class:`Error`, itself an :class:`OSError`, so code that already
 catches socket errors keeps working. "You closed it" (:class:`ClosedConnectionError`)
 and "the network broke it" (:class:`ConnectionIOError`) are different errors.
+Their texts are worded in :mod:`perconn._messages`.
 """
 
 from __future__ import annotations
 
-__all__ = ["ClosedConnectionError", "ConnectionIOError", "DialError", "Error"]
+from . import _messages
+
+__all__ = [
+    "ClosedConnectionError",
+    "ConnectionIOError",
+    "DialError",
+    "Error",
+    "GaveUpError",
+    "peer_closed",
+    "reconnect_requested",
+]
 
 
 class Error(OSError):
@@ -18,22 +29,32 @@ class Error(OSError):
 class ClosedConnectionError(Error):
     """An operation was attempted on, or was pending when closing, a closed ``Conn``."""
 
-    def __init__(self, message: str = "connection is closed") -> None:
-        super().__init__(message)
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or _messages.closed())
+
+
+class GaveUpError(ClosedConnectionError):
+    """The ``Conn`` gave up dialing (``max_attempts``, ``give_up_after``, or an
+    ``on_connect`` hook raised it) and closed itself. ``__cause__`` is the last
+    failure. An ``on_connect`` hook raises it to give up at once (a wrong
+    password should not retry forever)."""
 
 
 class DialError(Error):
     """One attempt to dial the remote address failed.
 
     The library keeps retrying on its own; this error is what the logger is
-    given, so a program can see why. The underlying exception is ``__cause__``.
+    given, so a program can see why. The underlying exception is ``__cause__``,
+    worded as the operating system words it whichever front end dialed (the
+    event loop's own exception, if it differs, is that one's ``__cause__``).
 
     Attributes:
         address: the address as the user wrote it.
     """
 
     def __init__(self, address: str, cause: BaseException) -> None:
-        super().__init__(f"dial {address}: {cause}")
+        cause = _messages.plain_os_error(cause)
+        super().__init__(_messages.dial_failed(address, cause))
         self.address = address
         self.__cause__ = cause
 
@@ -46,17 +67,24 @@ class ConnectionIOError(Error):
     ``__cause__`` (:class:`EOFError` when the peer closed the connection).
 
     Attributes:
-        op: ``"read"``, ``"write"`` or ``"close"``.
+        op: ``"read"``, ``"write"`` or ``"close"``: what noticed the failure.
+        address: the address the connection was made to.
         partial: the bytes a ``readexactly``/``readuntil`` call had received on
             the failed connection before it failed (``b""`` otherwise): they are
             handed back here rather than lost.
     """
 
-    def __init__(self, op: str, cause: BaseException, partial: bytes = b"") -> None:
-        super().__init__(f"{op}: {cause}")
+    def __init__(self, op: str, cause: BaseException, partial: bytes = b"", *, address: str = "") -> None:
+        super().__init__(_messages.io_failed(op, address, cause))
         self.op = op
+        self.address = address
         self.partial = partial
         self.__cause__ = cause
+
+
+def reconnect_requested() -> ConnectionAbortedError:
+    """The cause recorded when ``reconnect()`` dropped the connection."""
+    return ConnectionAbortedError("dropped by reconnect()")
 
 
 def peer_closed() -> EOFError:

@@ -1,34 +1,47 @@
-"""The log records both front ends emit: one wording, one place.
+"""The log records both front ends emit (their words are in :mod:`perconn._messages`).
 
-Each record carries the perconn error it is about as ``record.error`` (None for
-the INFO record of an established connection), so handlers can act on it.
+Each record carries the perconn error it is about as ``record.error`` (None when
+it is about no error), so handlers can act on it; records about a failure also
+carry what happens next as ``record.delay`` (seconds before the next dial, None
+when giving up), and a failed dial its ``record.attempt``.
 """
 
 from __future__ import annotations
 
-from ._errors import ConnectionIOError, DialError
+from . import _messages
+from ._errors import ConnectionIOError, DialError, GaveUpError
 from ._options import LoggerLike
 
-__all__ = ["log_connected", "log_dial_failed", "log_io_failed"]
+__all__ = ["log_callback_failed", "log_connected", "log_dial_failed", "log_discarded", "log_dropped", "log_gave_up"]
 
 
-def log_dial_failed(logger: LoggerLike, error: DialError, attempt: int, delay: float) -> None:
-    """WARNING: a dial failed; the next one follows after *delay* seconds."""
-    logger.warning("perconn: %s (attempt %d); retrying in %.3fs", error, attempt, delay, extra={"error": error})
+def log_dial_failed(logger: LoggerLike, error: DialError, attempt: int, delay: float | None) -> None:
+    """WARNING: a dial failed; the next one follows after *delay* seconds (None: giving up)."""
+    extra = {"error": error, "attempt": attempt, "delay": delay}
+    logger.warning("%s", _messages.dialed(error, attempt, delay), extra=extra)
 
 
-def log_io_failed(logger: LoggerLike, address: str, error: ConnectionIOError) -> None:
-    """WARNING: an I/O operation failed on an established connection."""
-    logger.warning("perconn: %s: %s; reconnecting", address, error, extra={"error": error})
+def log_dropped(logger: LoggerLike, error: ConnectionIOError, generation: int, delay: float) -> None:
+    """WARNING: an established connection failed; redialing after *delay* seconds."""
+    extra = {"error": error, "generation": generation, "delay": delay}
+    logger.warning("%s", _messages.dropped(error, generation, delay), extra=extra)
 
 
 def log_connected(logger: LoggerLike, address: str, generation: int, attempts: int) -> None:
     """INFO: a connection was established."""
-    logger.info(
-        "perconn: connected to %s (generation %d, after %d attempt%s)",
-        address,
-        generation,
-        attempts,
-        "" if attempts == 1 else "s",
-        extra={"error": None},
-    )
+    logger.info("%s", _messages.connected(address, generation, attempts), extra={"error": None})
+
+
+def log_gave_up(logger: LoggerLike, error: GaveUpError) -> None:
+    """ERROR: the ``Conn`` gave up and closed itself."""
+    logger.error("%s", error, extra={"error": error})
+
+
+def log_discarded(logger: LoggerLike, address: str, nbytes: int, generation: int) -> None:
+    """WARNING: unread bytes of an older connection were discarded (reads follow writes)."""
+    logger.warning("%s", _messages.discarded(address, nbytes, generation), extra={"error": None})
+
+
+def log_callback_failed(logger: LoggerLike, name: str, exc: BaseException) -> None:
+    """ERROR, with the traceback: a user callback raised."""
+    logger.error("%s", _messages.callback_failed(name, exc), exc_info=exc, extra={"error": exc})

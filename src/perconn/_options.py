@@ -1,29 +1,51 @@
-"""Validation of the options both ``connect`` functions take.
+"""The options both front ends take, validated once, before any I/O.
 
-Every check happens here, before any I/O, and names the argument and the bad value.
+:func:`make_options` is the one source of the options' names, defaults and
+documentation; ``Conn(...)`` and ``connect(...)`` of both front ends bind their
+arguments to its signature (:func:`bind_options`), so a mistake is named after
+the function the program called.
 """
 
 from __future__ import annotations
 
-import functools
 import inspect
 import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ParamSpec, TypeVar, Union
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, Union
 
 from ._address import Address, parse_address
 from ._backoff import DEFAULT_RETRY_MAX, DEFAULT_RETRY_MIN, Backoff
 
-__all__ = ["LoggerLike", "Options", "connect_function", "make_options"]
+if TYPE_CHECKING:
+    from typing_extensions import TypedDict
 
-P = ParamSpec("P")
-T = TypeVar("T")
+    from ._errors import ConnectionIOError
+
+__all__ = ["ConnectOptions", "LoggerLike", "Options", "bind_options", "document_options", "make_options"]
 
 LoggerLike = Union[logging.Logger, "logging.LoggerAdapter[logging.Logger]"]
 
 DEFAULT_LOGGER_NAME = "perconn"
+
+HookT = TypeVar("HookT")
+
+if TYPE_CHECKING:
+
+    class ConnectOptions(TypedDict, Generic[HookT], total=False):
+        """The keyword options of ``Conn``/``connect``, for type checkers; *HookT*
+        is the front end's ``on_connect`` type."""
+
+        dial_timeout: float | None
+        logger: LoggerLike | None
+        retry_min: float
+        retry_max: float
+        jitter: bool
+        on_connect: HookT | None
+        on_disconnect: Callable[[ConnectionIOError], object] | None
+        max_attempts: int | None
+        give_up_after: float | None
 
 
 @dataclass(frozen=True)
@@ -34,6 +56,14 @@ class Options:
     dial_timeout: float | None
     logger: LoggerLike
     backoff: Backoff
+    on_connect: Callable[[Any], object] | None = None
+    on_disconnect: Callable[[Any], object] | None = None
+    max_attempts: int | None = None
+    give_up_after: float | None = None
+
+
+def _kind(value: object) -> str:
+    return f"{type(value).__name__}: {value!r:.80}"
 
 
 def _seconds(name: str, value: object, *, allow_none: bool = False) -> float | None:
@@ -41,11 +71,17 @@ def _seconds(name: str, value: object, *, allow_none: bool = False) -> float | N
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         what = "a number of seconds or None" if allow_none else "a number of seconds"
-        raise TypeError(f"{name} must be {what}, got {type(value).__name__}: {value!r}")
+        raise TypeError(f"{name} must be {what}, got {_kind(value)}")
     seconds = float(value)
     if not math.isfinite(seconds) or seconds <= 0:
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
     return seconds
+
+
+def _callback(name: str, value: object) -> Callable[[Any], object] | None:
+    if value is not None and not callable(value):
+        raise TypeError(f"{name} must be callable or None, got {_kind(value)}")
+    return value
 
 
 def make_options(
@@ -56,18 +92,31 @@ def make_options(
     retry_min: float = DEFAULT_RETRY_MIN,
     retry_max: float = DEFAULT_RETRY_MAX,
     jitter: bool = True,
+    on_connect: Callable[[Any], object] | None = None,
+    on_disconnect: Callable[[Any], object] | None = None,
+    max_attempts: int | None = None,
+    give_up_after: float | None = None,
 ) -> Options:
-    """Validate the arguments of ``connect`` and bundle them.
+    """Validate the arguments of ``Conn``/``connect`` and bundle them.
 
     Args:
-        address: ``"host:port"``, ``"[v6addr]:port"`` or ``"unix:/path/to/socket"``.
-        dial_timeout: seconds for one dial attempt; None leaves it to the OS.
+        address: ``"host:port"``, ``"[v6addr]:port"``, ``"unix:/path/to/socket"``
+            or ``"unix:@name"`` (a Linux abstract socket).
+        dial_timeout: seconds for one dial attempt (connecting and ``on_connect``
+            together); None leaves connecting to the OS.
         logger: a ``logging.Logger`` or ``LoggerAdapter``; receives a WARNING per
-            failed dial and per dropped connection and an INFO per established
-            connection. None means ``logging.getLogger("perconn")``.
+            failed dial and per dropped connection, an INFO per established
+            connection and an ERROR on giving up. None means ``logging.getLogger("perconn")``.
         retry_min: the first backoff step, in seconds.
         retry_max: the cap on backoff steps, in seconds.
         jitter: randomise every backoff sleep (False: exact doubling).
+        on_connect: called with a ``Link`` on each fresh connection before any
+            call uses it (the handshake: a password, a subscription); awaited by
+            the asyncio ``Conn``. If it raises, the dial counts as failed.
+        on_disconnect: called with the ``ConnectionIOError`` each time an
+            established connection ends (never for ``close()``).
+        max_attempts: give up after this many consecutive failed dials (None: never).
+        give_up_after: give up after this many seconds without a connection (None: never).
 
     Raises:
         TypeError: an argument has the wrong type (named in the message, with its value).
@@ -82,27 +131,60 @@ def make_options(
     if rmax < rmin:
         raise ValueError(f"retry_max must be >= retry_min, got retry_max={retry_max!r} < retry_min={retry_min!r}")
     if not isinstance(jitter, bool):
-        raise TypeError(f"jitter must be a bool, got {type(jitter).__name__}: {jitter!r}")
+        raise TypeError(f"jitter must be a bool, got {_kind(jitter)}")
     if logger is None:
         logger = logging.getLogger(DEFAULT_LOGGER_NAME)
     elif not isinstance(logger, (logging.Logger, logging.LoggerAdapter)):
-        raise TypeError(f"logger must be a logging.Logger or LoggerAdapter, got {type(logger).__name__}: {logger!r}")
-    return Options(address=addr, dial_timeout=timeout, logger=logger, backoff=Backoff(rmin, rmax, jitter))
+        raise TypeError(f"logger must be a logging.Logger or LoggerAdapter, got {_kind(logger)}")
+    if max_attempts is not None:
+        if isinstance(max_attempts, bool) or not isinstance(max_attempts, int):
+            raise TypeError(f"max_attempts must be an int or None, got {_kind(max_attempts)}")
+        if max_attempts < 1:
+            raise ValueError(f"max_attempts must be >= 1 or None, got {max_attempts!r}")
+    return Options(
+        address=addr,
+        dial_timeout=timeout,
+        logger=logger,
+        backoff=Backoff(rmin, rmax, jitter),
+        on_connect=_callback("on_connect", on_connect),
+        on_disconnect=_callback("on_disconnect", on_disconnect),
+        max_attempts=max_attempts,
+        give_up_after=_seconds("give_up_after", give_up_after, allow_none=True),
+    )
 
 
-def connect_function(
-    make: Callable[P, Options], build: Callable[[Options], T], module: str, summary: str
-) -> Callable[P, T]:
-    """Make a front end's ``connect``: *make*'s parameters (one signature, one set
-    of defaults for both front ends), validated by *make*, then ``build(options)``.
-    Its docstring is *summary* followed by *make*'s."""
+SIGNATURE = inspect.signature(make_options).replace(return_annotation=inspect.Signature.empty)
+"""The signature of ``Conn``/``connect`` of both front ends."""
 
-    @functools.wraps(make)
-    def connect(*args: P.args, **kwargs: P.kwargs) -> T:
-        return build(make(*args, **kwargs))
 
-    connect.__module__ = module
-    connect.__name__ = connect.__qualname__ = "connect"
-    connect.__signature__ = inspect.signature(make).replace(return_annotation=build)  # type: ignore[attr-defined]
-    connect.__doc__ = summary + "\n\n" + inspect.cleandoc((make.__doc__ or "").partition("\n\n")[2])
-    return connect
+def bind_options(caller: str, args: tuple[object, ...], kwargs: dict[str, object]) -> Options:
+    """Validate a call ``caller(*args, **kwargs)`` against :data:`SIGNATURE`.
+
+    Raises:
+        TypeError: a positional option, an unknown or missing argument (naming
+            *caller*), or an option of the wrong type.
+        ValueError: an option with a bad value.
+    """
+    names = list(SIGNATURE.parameters)
+    if len(args) > 1:
+        extra = ", ".join(repr(a) for a in args[1:])
+        raise TypeError(
+            f"{caller}() takes the address as its only positional argument; "
+            f"pass the options by keyword (got {len(args)} positional arguments: the address, then {extra})"
+        )
+    for name in kwargs:
+        if name not in SIGNATURE.parameters:
+            raise TypeError(f"{caller}() got an unexpected keyword argument {name!r}; its options are {names[1:]}")
+    if args and "address" in kwargs:
+        raise TypeError(f"{caller}() got the address twice, positionally and as address=")
+    if not args and "address" not in kwargs:
+        raise TypeError(f"{caller}() missing its required argument: address")
+    return make_options(*args, **kwargs)  # type: ignore[arg-type]
+
+
+def document_options(obj: Any, summary: str) -> None:
+    """Give a ``Conn`` class or a ``connect`` function the options' signature and
+    documentation (what ``help()`` and ``inspect.signature`` show)."""
+    obj.__signature__ = SIGNATURE
+    args = inspect.cleandoc((make_options.__doc__ or "").partition("\n\n")[2])
+    obj.__doc__ = inspect.cleandoc(summary) + "\n\n" + args

@@ -4,18 +4,31 @@ Rules (the front end reports events in this order; anything else is a bug and
 raises ``RuntimeError``):
 
 1. A new machine is DIALING: the front end dials at once.
-2. In DIALING, each failed dial is reported with :meth:`Lifecycle.dial_failed`,
-   which returns how long to sleep before the next dial.
-3. A successful dial is reported with :meth:`Lifecycle.connected`; the machine is
-   CONNECTED and the generation (count of connections established) increases.
-4. In CONNECTED, the connection failing is reported with
-   :meth:`Lifecycle.connection_lost`, which returns how long to wait before
-   redialing; the machine is DIALING again.
-5. :meth:`Lifecycle.close` moves any state to CLOSED, for good. Events reported
+2. In DIALING, every dial begins with :meth:`Lifecycle.begin_dial`, which
+   returns how long the dial may take (``dial_timeout``, shortened to what is
+   left before ``give_up_after``).
+3. A failed dial (a failed ``on_connect`` hook included) is reported with
+   :meth:`Lifecycle.dial_failed`; the k-th consecutive failure sleeps the
+   backoff's k-th step.
+4. A successful dial (hook included) is reported with :meth:`Lifecycle.connected`;
+   the machine is CONNECTED and the generation increases.
+5. A connection *proves itself* when its hook succeeded, when it received bytes
+   (:meth:`Lifecycle.proved`) or when it lived ``retry_min`` seconds. When it
+   ends (:meth:`Lifecycle.dropped`, or :meth:`Lifecycle.reconnect`), the
+   machine is DIALING again: a proven connection resets the backoff schedule
+   and is redialed after :meth:`Backoff.redial_delay`; one that was not
+   continues the schedule, so a server that accepts and closes at once is not
+   redialed in a tight loop.
+6. A failed dial gives up (the machine closes, :attr:`Lifecycle.gave_up` says
+   why) after ``max_attempts`` consecutive failed dials, once ``give_up_after``
+   seconds passed without a connection, or at once when the hook raised
+   :class:`GaveUpError`.
+7. :meth:`Lifecycle.close` moves any state to CLOSED, for good. Events reported
    after that are ignored (dials racing with close are the norm, not a bug).
 
-The machine never reads the clock or draws random numbers on its own: ``now``
-is passed in and the random source is injected.
+Each event returns a :class:`Step`: the log record to emit (outside the front
+end's locks) and when to dial next. The machine never reads the clock or draws
+random numbers on its own: ``now`` is passed in and the random source is injected.
 """
 
 from __future__ import annotations
@@ -23,10 +36,35 @@ from __future__ import annotations
 import enum
 import random as _random
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from ._backoff import Backoff
+from ._errors import ConnectionIOError, DialError, Error, GaveUpError
+from ._log import log_connected, log_dial_failed, log_dropped, log_gave_up
+from ._options import LoggerLike
 
-__all__ = ["Lifecycle", "Phase"]
+__all__ = ["Lifecycle", "Phase", "Stats", "Step"]
+
+
+@dataclass(frozen=True)
+class Step:
+    """What a front end does after an event.
+
+    Attributes:
+        delay: seconds to wait before the next dial; None: dial no more (the
+            machine is connected, closed or gave up).
+        log: emits the event's log records; call it outside any lock.
+    """
+
+    delay: float | None
+    log: Callable[[LoggerLike], None]
+
+
+def _quiet(logger: LoggerLike) -> None:
+    """The log of an event reported after close: nothing."""
+
+
+_IGNORED = Step(None, _quiet)
 
 
 class Phase(enum.Enum):
@@ -35,27 +73,74 @@ class Phase(enum.Enum):
     CLOSED = "closed"
 
 
+@dataclass(frozen=True)
+class Stats:
+    """A snapshot of one ``Conn``'s life so far (``conn.stats``).
+
+    Attributes:
+        dials: dials begun (each address tried counts once).
+        dial_failures: dials that failed, a failed ``on_connect`` included.
+        connections: connections established (the ``generation``).
+        drops: established connections that ended (not counting ``close()``).
+        last_error: the newest :class:`DialError` or :class:`ConnectionIOError`, or None.
+        state: ``"dialing"``, ``"connected"`` or ``"closed"``.
+        state_since: ``time.monotonic()`` when it entered that state.
+    """
+
+    dials: int
+    dial_failures: int
+    connections: int
+    drops: int
+    last_error: Error | None
+    state: str
+    state_since: float
+
+
 class Lifecycle:
-    """Decides when to dial, given what happened to previous dials and connections.
+    """Decides when to dial and when to give up, given what happened so far.
 
     Args:
         backoff: the policy computing each delay.
+        now: the monotonic time the ``Conn`` was made.
+        dial_timeout: seconds one dial may take (None: no bound).
+        max_attempts: consecutive failed dials before giving up (None: never).
+        give_up_after: seconds without a connection before giving up (None: never).
         random: source of uniform samples in [0, 1); injected for tests.
     """
 
-    def __init__(self, backoff: Backoff, random: Callable[[], float] = _random.random) -> None:
+    def __init__(
+        self,
+        backoff: Backoff,
+        now: float,
+        *,
+        dial_timeout: float | None = None,
+        max_attempts: int | None = None,
+        give_up_after: float | None = None,
+        random: Callable[[], float] = _random.random,
+    ) -> None:
         self.backoff = backoff
         self._random = random
+        self._dial_timeout = dial_timeout
+        self._max_attempts = max_attempts
+        self._give_up_after = give_up_after
         self.phase = Phase.DIALING
         self.closed = False
-        """Whether :meth:`close` was called (then for good): a plain attribute,
-        as front ends read it on every call."""
+        """Whether the machine is closed (by :meth:`close` or by giving up), for good:
+        a plain attribute, as front ends read it on every call."""
+        self.gave_up: GaveUpError | None = None
+        """Why the machine gave up, if it did."""
         self.generation = 0
         """How many connections have been established so far."""
         self.attempts = 0
         """Dials made since the last connection was established (including the successful one)."""
-        self._failures = 0
+        self.last_error: Error | None = None
+        self.dials = self.dial_failures = self.drops = 0
+        self.state_since = now
+        self._down_since = now  # when the last connection ended (or the machine began)
+        self._failed_dials = 0  # consecutive failed dials, for max_attempts
+        self._failures = 0  # k of the backoff schedule
         self._established_at = 0.0
+        self._proven = False
 
     def _expect(self, phase: Phase, event: str) -> bool:
         if self.phase is Phase.CLOSED:
@@ -64,48 +149,134 @@ class Lifecycle:
             raise RuntimeError(f"{event} reported in phase {self.phase.value}")
         return True
 
+    def _enter(self, phase: Phase, now: float) -> None:
+        self.phase = phase
+        self.state_since = now
+
     def _next_failure_delay(self) -> float:
         delay = self.backoff.failure_delay(self._failures, self._random())
         self._failures += 1
         return delay
 
-    def dial_failed(self) -> float:
-        """A dial failed: returns the seconds to sleep before the next one."""
-        if not self._expect(Phase.DIALING, "dial_failed"):
-            return 0.0
-        self.attempts += 1
-        return self._next_failure_delay()
+    def _give_up(self, why: str, cause: BaseException | None, now: float) -> GaveUpError:
+        error = GaveUpError(why)
+        error.__cause__ = cause
+        self.gave_up = error
+        self.close(now)
+        return error
 
-    def connected(self, now: float) -> int:
-        """A dial succeeded at monotonic time *now*: returns the new generation."""
-        if not self._expect(Phase.DIALING, "connected"):
-            return self.generation
+    def _deadline(self) -> float | None:
+        return None if self._give_up_after is None else self._down_since + self._give_up_after
+
+    # -- dialing ---------------------------------------------------------------
+
+    def begin_dial(self, now: float) -> float | None:
+        """A dial begins: returns how many seconds it may take (None: no bound),
+        never past the ``give_up_after`` deadline."""
+        self.dials += 1
+        deadline = self._deadline()
+        if deadline is None:
+            return self._dial_timeout
+        left = max(0.0, deadline - now)
+        return left if self._dial_timeout is None else min(self._dial_timeout, left)
+
+    def _give_up_reason(self, error: DialError, now: float) -> str | None:
+        if isinstance(error.__cause__, GaveUpError):
+            return f"gave up: on_connect raised GaveUpError: {error.__cause__}"
+        if self._max_attempts is not None and self._failed_dials >= self._max_attempts:
+            return f"gave up after max_attempts={self._max_attempts} consecutive failed dials; last: {error}"
+        deadline = self._deadline()
+        if deadline is not None and now >= deadline:
+            return f"gave up: not connected within give_up_after={self._give_up_after!r} seconds; last: {error}"
+        return None
+
+    def dial_failed(self, error: DialError, now: float) -> Step:
+        """A dial failed: sleep ``delay`` before the next one, or, if the machine
+        gave up (``delay`` None), it is closed and :attr:`gave_up` says why."""
+        if not self._expect(Phase.DIALING, "dial_failed"):
+            return _IGNORED
         self.attempts += 1
-        self.phase = Phase.CONNECTED
+        self.dial_failures += 1
+        self._failed_dials += 1
+        self.last_error = error
+        attempt = self.attempts
+        why = self._give_up_reason(error, now)
+        if why is not None:
+            gave_up = self._give_up(why, error, now)
+
+            def log(logger: LoggerLike) -> None:
+                log_dial_failed(logger, error, attempt, None)
+                log_gave_up(logger, gave_up)
+
+            return Step(None, log)
+        delay = self._next_failure_delay()
+        deadline = self._deadline()
+        if deadline is not None:
+            delay = min(delay, max(0.0, deadline - now))
+        return Step(delay, lambda logger: log_dial_failed(logger, error, attempt, delay))
+
+    def connected(self, now: float, address: str, *, proven: bool = False) -> Step:
+        """A dial (and its hook) to *address* succeeded at *now*; the new
+        generation is :attr:`generation`.
+
+        *proven*: the connection already proved itself (its ``on_connect`` ran).
+        """
+        if not self._expect(Phase.DIALING, "connected"):
+            return _IGNORED
+        self.attempts += 1
+        self._failed_dials = 0
+        self._enter(Phase.CONNECTED, now)
         self.generation += 1
         self._established_at = now
-        return self.generation
+        self._proven = proven
+        generation, attempts = self.generation, self.attempts
+        return Step(None, lambda logger: log_connected(logger, address, generation, attempts))
 
-    def connection_lost(self, now: float) -> float:
-        """The connection failed at monotonic time *now*: returns the seconds to wait
-        before redialing.
+    def proved(self) -> None:
+        """The current connection received bytes from the peer: it proved itself."""
+        self._proven = True
 
-        A connection that lived long enough resets the schedule and is redialed
-        after :meth:`Backoff.redial_delay`; one that died young continues it.
-        """
-        if not self._expect(Phase.CONNECTED, "connection_lost"):
-            return 0.0
-        self.phase = Phase.DIALING
+    # -- the connection ends ------------------------------------------------------
+
+    def dropped(self, error: ConnectionIOError, now: float, *, at_once: bool = False) -> Step:
+        """The connection ended at *now*: redial after ``delay``. *at_once*: the
+        program asked for it (``reconnect()``): redial now, schedule reset."""
+        if not self._expect(Phase.CONNECTED, "dropped"):
+            return _IGNORED
+        self.drops += 1
+        self.last_error = error
         self.attempts = 0
-        if self.backoff.is_young(now - self._established_at):
-            return self._next_failure_delay()
-        self._failures = 0
-        return self.backoff.redial_delay(self._random())
+        self._enter(Phase.DIALING, now)
+        self._down_since = now
+        if at_once or self._proven or now - self._established_at >= self.backoff.retry_min:
+            self._failures = 0
+            delay = 0.0 if at_once else self.backoff.redial_delay(self._random())
+        else:
+            delay = self._next_failure_delay()
+        generation = self.generation
+        return Step(delay, lambda logger: log_dropped(logger, error, generation, delay))
 
-    def close(self) -> bool:
+    def redial_now(self) -> None:
+        """While dialing: the program asked to dial at once (``reconnect()``); the
+        schedule starts over."""
+        self._failures = 0
+
+    def close(self, now: float) -> bool:
         """Close for good; returns True the first time only."""
         if self.phase is Phase.CLOSED:
             return False
-        self.phase = Phase.CLOSED
+        self._enter(Phase.CLOSED, now)
         self.closed = True
         return True
+
+    def stats(self) -> Stats:
+        """A snapshot of the counters and the state."""
+        return Stats(
+            dials=self.dials,
+            dial_failures=self.dial_failures,
+            connections=self.generation,
+            drops=self.drops,
+            last_error=self.last_error,
+            state=self.phase.value,
+            state_since=self.state_since,
+        )

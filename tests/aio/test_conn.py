@@ -168,8 +168,8 @@ def test_failed_dials_follow_the_backoff_schedule(run: Run, logger: logging.Logg
 
     run(main())
     dial_records = records.matching(logging.WARNING, perconn.DialError)[:5]
-    assert [r.args[2] for r in dial_records] == [0.01, 0.02, 0.04, 0.04, 0.04]  # type: ignore[index]
-    assert [r.args[1] for r in dial_records] == [1, 2, 3, 4, 5]  # type: ignore[index]
+    assert [r.delay for r in dial_records] == [0.01, 0.02, 0.04, 0.04, 0.04]  # type: ignore[attr-defined]
+    assert [r.attempt for r in dial_records] == [1, 2, 3, 4, 5]  # type: ignore[attr-defined]
 
 
 def test_dial_timeout_against_a_silent_host(run: Run, logger: logging.Logger, records: Records) -> None:
@@ -250,7 +250,7 @@ def test_readuntil_separator_limit_and_eof(run: Run, echo_server: Server) -> Non
             assert await conn.readexactly(4) == b"next"  # nothing was lost
             await conn.write(b"tail")
             reader = asyncio.ensure_future(conn.readuntil(b"\n"))
-            await until(lambda: conn._rlink is not None and len(conn._rlink.buffer) == 4)
+            await until(lambda: conn._cursor.reading is not None and len(conn._cursor.reading.buffer) == 4)
             await asyncio.to_thread(echo_server.drop_clients)
             with pytest.raises(perconn.ConnectionIOError) as info:
                 await asyncio.wait_for(reader, scaled(5))
@@ -279,17 +279,17 @@ def test_accept_then_close_server_does_not_make_it_spin(run: Run, make_server: C
     assert 2 <= server.accepts <= 8, server.accepts
 
 
-def test_write_timeout_while_draining_drops_the_connection(run: Run, make_server: Callable[..., Server]) -> None:
+def test_a_write_is_handed_over_whole_and_the_next_waits_for_room(run: Run, make_server: Callable[..., Server]) -> None:
     server = make_server("no_read")
 
     async def main() -> None:
         async with opened(server.address) as conn:
             await conn.wait_connected(scaled(5))
-            with pytest.raises(perconn.ConnectionIOError) as info:
-                await conn.write(b"x" * (32 << 20), timeout=0.1)
-            assert info.value.op == "write" and isinstance(info.value.__cause__, TimeoutError)
-            await conn.wait_connected(scaled(5))
-            assert conn.generation == 2
+            assert await conn.write(b"x" * (32 << 20), timeout=0.1) == 32 << 20  # handed to the transport at once
+            assert conn._link is not None and conn._link.paused  # which is now above its high-water mark
+            with pytest.raises(TimeoutError, match=r"write timed out after 0\.05 s"):
+                await conn.write(b"y", timeout=0.05)  # waits for room: nothing written
+            assert conn.connected and conn.generation == 1
 
     run(main())
 
@@ -300,8 +300,9 @@ def test_write_timeout_with_nothing_written_keeps_the_connection(run: Run, make_
     async def main() -> None:
         async with opened(server.address) as conn:
             await conn.wait_connected(scaled(5))
-            stuck = asyncio.ensure_future(conn.write(b"x" * (32 << 20)))  # backs the transport up
-            await until(lambda: conn._link is not None and conn._link.paused)
+            await conn.write(b"x" * (32 << 20))  # backs the transport up
+            stuck = asyncio.ensure_future(conn.write(b"z"))
+            await until(lambda: conn._link is not None and bool(conn._link._drain_waiters))
             with pytest.raises(TimeoutError):
                 await conn.write(b"y", timeout=0.05)  # waits for room: nothing written
             assert conn.connected and conn.generation == 1
@@ -344,7 +345,7 @@ def test_readexactly_timeout_keeps_received_bytes(run: Run, echo_server: Server)
 
 
 def test_bytes_kept_after_a_timeout_survive_the_connection_dropping(run: Run, echo_server: Server) -> None:
-    """As in the sync Conn: a dropped connection's unread bytes are read first, then its end."""
+    """As in the sync Conn: a reader gets a dropped connection's unread bytes first, then its end."""
 
     async def main() -> None:
         async with opened(echo_server.address) as conn:
@@ -353,14 +354,34 @@ def test_bytes_kept_after_a_timeout_survive_the_connection_dropping(run: Run, ec
                 await conn.readexactly(5, timeout=0.1)  # "abc" arrives and is kept
             await asyncio.to_thread(echo_server.drop_clients)
             await until(lambda: conn.generation == 2)
-            await conn.write(b"x")
             assert await conn.read(2, timeout=scaled(5)) == b"ab"
             with pytest.raises(perconn.ConnectionIOError) as info:
                 await conn.readexactly(2, timeout=scaled(5))
             assert info.value.partial == b"c"
+            await conn.write(b"x")
             assert await conn.read(10, timeout=scaled(5)) == b"x"
 
     run(main())
+
+
+def test_reads_follow_writes_past_kept_bytes(
+    run: Run, echo_server: Server, logger: logging.Logger, records: Records
+) -> None:
+    """A write on a newer connection discards the older one's unread bytes (logged with their count)."""
+
+    async def main() -> None:
+        async with opened(echo_server.address, logger=logger) as conn:
+            await conn.write(b"abc")
+            with pytest.raises(TimeoutError):
+                await conn.readexactly(5, timeout=0.1)  # "abc" arrives and is kept
+            await asyncio.to_thread(echo_server.drop_clients)
+            await until(lambda: conn.generation == 2)
+            await conn.write(b"x")
+            assert await conn.read(10, timeout=scaled(5)) == b"x"  # the reply to the write, never "abc"
+
+    run(main())
+    (discard,) = [r for r in records.matching(logging.WARNING) if "discarded" in r.getMessage()]
+    assert "discarded 3 unread bytes of connection 1" in discard.getMessage()
 
 
 def test_read_never_returns_more_than_asked(run: Run, echo_server: Server) -> None:
@@ -388,11 +409,12 @@ def test_cancelling_a_call_cancels_only_that_call(run: Run, make_server: Callabl
         async with opened(echo.address) as conn, opened(no_read.address) as backed_up:
             await conn.wait_connected(scaled(5))
             await backed_up.wait_connected(scaled(5))
+            await backed_up.write(b"x" * (32 << 20))  # the transport is above its high-water mark
             calls: dict[str, Callable[[], Awaitable[object]]] = {
                 "read": lambda: conn.read(100),
                 "readexactly": lambda: conn.readexactly(10),
                 "readuntil": lambda: conn.readuntil(b"\n"),
-                "write": lambda: backed_up.write(b"x" * (32 << 20)),
+                "write": lambda: backed_up.write(b"y"),
                 "wait_connected": lambda: conn.wait_connected(),
             }
             if op == "wait_connected":
@@ -400,7 +422,7 @@ def test_cancelling_a_call_cancels_only_that_call(run: Run, make_server: Callabl
                 await until(lambda: not conn.connected)
             if op in ("readexactly", "readuntil"):
                 await conn.write(b"01234")  # half of what the call waits for
-                await until(lambda: conn._rlink is not None and len(conn._rlink.buffer) == 5)
+                await until(lambda: conn._cursor.reading is not None and len(conn._cursor.reading.buffer) == 5)
             call = asyncio.ensure_future(calls[op]())
             await asyncio.sleep(0)  # one loop step: the call runs up to where it blocks
             if op == "write":
@@ -408,7 +430,7 @@ def test_cancelling_a_call_cancels_only_that_call(run: Run, make_server: Callabl
             elif op == "wait_connected":
                 assert not conn._up.is_set()
             else:
-                assert conn._rlink is not None and conn._rlink._data_waiter is not None
+                assert conn._cursor.reading is not None and conn._cursor.reading._data_waiter is not None
             assert not call.done()
             call.cancel()
             with pytest.raises(asyncio.CancelledError):
@@ -435,8 +457,9 @@ def test_bad_call_arguments_lose_nothing(run: Run, make_server: Callable[..., Se
         async with opened(server.address) as conn:
             with pytest.raises(TypeError, match="data must be bytes-like, got str"):
                 await conn.write("text")  # type: ignore[arg-type]
-            with pytest.raises(ValueError, match="n must be >= 1, got 0"):
-                await conn.read(0)
+            with pytest.raises(ValueError, match="n must be >= 0, got -1"):
+                await conn.read(-1)
+            assert await conn.read(0) == b"" and await conn.readexactly(0) == b""
             for call in (
                 lambda: conn.write(b"x", timeout=-1),
                 lambda: conn.read(1, timeout=-1),
@@ -469,8 +492,8 @@ def test_unread_bytes_pause_the_transport_and_none_are_lost(run: Run) -> None:
 
         async with opened(f"127.0.0.1:{port}") as conn:
             sender = asyncio.ensure_future(asyncio.to_thread(serve))
-            await until(lambda: conn._rlink is not None and conn._rlink._read_paused)
-            assert len(conn._rlink.buffer) <= 2 * perconn.aio.DEFAULT_LIMIT + 2**18  # type: ignore[union-attr]
+            await until(lambda: conn._cursor.reading is not None and conn._cursor.reading._read_paused)
+            assert len(conn._cursor.reading.buffer) <= 2 * perconn.aio.DEFAULT_LIMIT + 2**18  # type: ignore[union-attr]
             assert await conn.readexactly(len(payload), timeout=scaled(10)) == payload
         await asyncio.wait_for(sender, scaled(5))
         listener.close()
@@ -626,13 +649,14 @@ def test_close_wakes_blocked_readers_and_writers(
         stuck = perconn.aio.connect(no_read.address)
         await conn.wait_connected(scaled(5))
         await stuck.wait_connected(scaled(5))
-        calls = [
+        calls: list[asyncio.Future[object]] = [
             asyncio.ensure_future(conn.read(10)),
             asyncio.ensure_future(conn.readexactly(10)),
             asyncio.ensure_future(conn.readuntil(b"\n")),
-            asyncio.ensure_future(stuck.write(b"x" * (32 << 20))),
         ]
-        await until(lambda: stuck._link is not None and stuck._link.paused)
+        await stuck.write(b"x" * (32 << 20))  # handed over: the transport is backed up
+        calls.append(asyncio.ensure_future(stuck.write(b"y")))  # waits for room
+        await until(lambda: stuck._link is not None and bool(stuck._link._drain_waiters))
         assert await timed_close(conn) < 0.1
         assert await timed_close(stuck) < 0.1  # its transport holds megabytes it cannot flush
         for call in calls:

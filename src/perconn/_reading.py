@@ -1,0 +1,151 @@
+"""Which connection a read consumes, and how a read finds the end of what it wants.
+
+Both front ends keep, per connection, the bytes received but not yet returned
+(``buffer``) and why the connection ended (``failure``, None while it is up).
+This module decides, I/O-free, which connection's bytes a read may return:
+
+1. Reads consume one connection at a time, in order, never mixing two.
+2. **Reads follow writes.** Once a write has gone out on a newer connection than
+   the one being read, the older one's unread bytes are discarded (the front end
+   logs how many) and reads move to the connection the write went to: a reply is
+   never read from a previous connection's leftovers.
+3. Otherwise a connection's bytes are read to the last, then its end is raised
+   (:class:`ConnectionIOError`), once, if the reader could be owed something
+   from it (bytes were left, or a write went out on it since the last read
+   returned); a connection that ended idle is passed over silently. Then reads
+   move to the live connection.
+
+The framing functions (:func:`some`, :func:`exactly`, :func:`until`) return where
+the wanted item ends in a buffer, or -1 while it is incomplete.
+"""
+
+from __future__ import annotations
+
+from asyncio import LimitOverrunError
+from collections.abc import Callable
+from typing import Generic, Protocol, TypeVar
+
+from ._errors import ConnectionIOError
+
+__all__ = ["DEFAULT_LIMIT", "Cursor", "Frame", "exactly", "some", "until"]
+
+DEFAULT_LIMIT = 2**16
+"""Bytes: the default bound of ``readuntil``, as for asyncio streams."""
+
+Frame = Callable[[bytearray], int]
+"""Where the wanted item ends in a buffer (its length), or -1 while incomplete."""
+
+
+class Stream(Protocol):
+    """What the cursor needs of a connection."""
+
+    buffer: bytearray
+    failure: BaseException | None
+    generation: int
+    address: str
+    owes_end: bool  # set by Cursor.ending(): whether a reader must hear of its end
+
+
+S = TypeVar("S", bound=Stream)
+
+
+def some(n: int) -> Frame:
+    """1 to *n* bytes: whatever is there."""
+    return lambda buf: (n if n < len(buf) else len(buf)) if buf else -1
+
+
+def exactly(n: int) -> Frame:
+    """Exactly *n* bytes."""
+    return lambda buf: n if len(buf) >= n else -1
+
+
+def until(separator: bytes, limit: int) -> Frame:
+    """Up to and including *separator*, which must come within *limit* bytes.
+
+    The frame raises :class:`asyncio.LimitOverrunError` (consuming nothing) when
+    *limit* bytes are buffered without a separator, or the separator ends past it.
+    """
+
+    def frame(buf: bytearray) -> int:
+        at = buf.find(separator)
+        end = -1 if at < 0 else at + len(separator)
+        if end > limit or (end < 0 and len(buf) >= limit):
+            raise LimitOverrunError(f"separator not found within limit={limit} bytes", min(len(buf), limit))
+        return end
+
+    return frame
+
+
+def ended(stream: Stream, partial: bytes = b"") -> ConnectionIOError:
+    """The error a reader gets for a connection that ended."""
+    assert stream.failure is not None
+    return ConnectionIOError("read", stream.failure, partial, address=stream.address)
+
+
+class Cursor(Generic[S]):
+    """The read side's bookkeeping: which connection reads consume, and which
+    one the newest write went to. The front end serialises reads; it calls
+    :meth:`wrote` on every write and :meth:`returned` when a read returns
+    (or sets :attr:`owed` itself, on its hot path).
+    """
+
+    __slots__ = ("owed", "reading")
+
+    def __init__(self) -> None:
+        self.reading: S | None = None
+        """The connection reads consume (it may have ended), or None: the live one."""
+        self.owed: S | None = None
+        """The connection the newest write went to since a read last returned."""
+
+    def wrote(self, stream: S) -> None:
+        """A write went out on *stream*."""
+        self.owed = stream
+
+    def ending(self, stream: S) -> None:
+        """*stream* ended (its ``failure`` is set now); call before waking readers.
+
+        A reader blocked on it sees the end itself; a later reader is owed it
+        only if bytes were left unread or a write went out on it since a read
+        last returned.
+        """
+        stream.owes_end = bool(stream.buffer) or self.owed is stream
+
+    def raised(self, stream: S) -> None:
+        """A reader heard of *stream*'s end itself: nobody is owed it any more."""
+        if self.reading is stream:
+            self.reading = None
+        if self.owed is stream:
+            self.owed = None
+
+    def returned(self) -> None:
+        """A read returned bytes: the reader is owed nothing more (so far)."""
+        self.owed = None
+
+    def pick(self, live: S | None, discarded: Callable[[S, int], None]) -> S | None:
+        """The connection the next read consumes (its buffer first, then its
+        socket if it is *live*), or None: wait for a live connection.
+        *discarded* is told ``(stream, nbytes)`` when unread bytes are discarded.
+
+        Raises:
+            ConnectionIOError: the end of the connection being read, which the
+                reader is owed; reads then move on.
+        """
+        while True:
+            stream = self.reading
+            if stream is None or stream is live:
+                self.reading = live
+                return live
+            owed = self.owed
+            if owed is not None and owed is not stream and owed.generation > stream.generation:
+                if stream.buffer:  # rule 2: a write went to a newer connection
+                    discarded(stream, len(stream.buffer))
+                    stream.buffer.clear()
+                self.reading = owed
+                continue
+            if stream.buffer or stream.failure is None:
+                return stream  # rule 3: its bytes to the last
+            self.reading = None
+            if owed is stream:
+                self.owed = None
+            if stream.owes_end:
+                raise ended(stream)

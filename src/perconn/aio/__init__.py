@@ -1,0 +1,11 @@
+"""The asyncio front end: :class:`Conn` (``perconn.aio.Conn``), its ``connect``,
+and the :class:`Link` an ``on_connect`` hook is given. Same options, defaults
+and rules as :mod:`perconn`'s synchronous ``Conn``."""
+
+from __future__ import annotations
+
+from .._reading import DEFAULT_LIMIT
+from .conn import CLOSE_BUDGET, Conn, OnConnect, connect
+from .link import Link
+
+__all__ = ["CLOSE_BUDGET", "DEFAULT_LIMIT", "Conn", "Link", "OnConnect", "connect"]

@@ -1,0 +1,481 @@
+"""The asyncio persistent connection, :class:`Conn`, on the same core as :mod:`perconn.sync`.
+
+Each connection is an :class:`asyncio.Protocol` (:class:`~perconn.aio.link.Connection`)
+that tells the ``Conn`` the moment the transport reports the peer gone, so
+redialing starts in the background even while nobody is reading. One background
+task exists only while dialing (sleeping, connecting, running ``on_connect``).
+Background pieces hold the ``Conn`` weakly, so a ``Conn`` dropped without
+``close()`` is collected, warns with a ``ResourceWarning`` and releases its
+transport, as asyncio transports do.
+
+Which connection a read consumes is the read cursor's decision
+(:mod:`perconn._reading`), as in the synchronous front end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import warnings
+import weakref
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import TYPE_CHECKING, TypeVar, cast
+
+from .._base import ConnBase
+from .._errors import ConnectionIOError, DialError, reconnect_requested
+from .._log import log_discarded
+from .._messages import not_connected
+from .._options import Options, bind_options, document_options
+from .._reading import DEFAULT_LIMIT, Cursor, Frame, ended, exactly, some, until
+from .._state import Lifecycle
+from .._validate import check_bytes, check_count, check_separator, check_size, check_timeout, timed_out
+from .link import Connection, Link, within
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from .._options import ConnectOptions
+
+__all__ = ["CLOSE_BUDGET", "Conn", "OnConnect", "connect"]
+
+T = TypeVar("T")
+
+OnConnect = Callable[[Link], Awaitable[object]]
+"""The type of the asyncio ``on_connect`` hook: a coroutine function taking a :class:`Link`."""
+
+CLOSE_BUDGET = 0.05
+"""Seconds ``close()`` lets a transport flush its buffer before aborting it
+(the contract is 100 ms for the whole of ``close()``)."""
+
+
+class Conn(ConnBase[Connection, OnConnect]):
+    """A pseudo-persistent client connection for asyncio: one object to read and
+    write from any number of tasks while connections come and go underneath.
+
+    ``Conn(address, **options)`` and :func:`perconn.aio.connect` are the same
+    plain (non-async) call, made inside a running loop. ``await conn.close()``
+    (or ``async with``) ends it.
+
+    Guarantees:
+        - Operations issued while no connection is up wait for one (bounded by
+          their ``timeout``); they never fail just because the peer is down.
+        - A failure of the connection an operation uses raises
+          :class:`ConnectionIOError`; it is logged once, when the transport
+          reports it, and redialing starts in the background at that moment.
+        - A single :meth:`write` is handed whole to one connection's transport,
+          so concurrent writers never interleave.
+        - Reads follow writes: once a write went out on a newer connection, no
+          read returns bytes of an older one.
+        - Cancelling a call cancels only that call: no received byte is lost and
+          the connection stays usable. (A cancelled write may already have
+          handed its bytes to the transport.)
+
+    Not guaranteed: bytes a successful :meth:`write` handed over reached the
+    peer. If the connection drops afterwards they may be lost; TCP cannot tell.
+    """
+
+    _public_name = "perconn.aio.Conn"
+
+    def _start(self, options: Options) -> None:
+        try:
+            self._loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise RuntimeError("perconn.aio.connect() must be called with a running event loop") from None
+        self._opts = options
+        self._link: Connection | None = None  # the connection writes go to; None while dialing
+        self._cursor: Cursor[Connection] = Cursor()
+        self._up = asyncio.Event()  # set while connected or closed
+        self._rlock = asyncio.Lock()
+        self._closing: asyncio.Future[None] | None = None
+        self._dialer: asyncio.Task[None] | None = None
+        # Last: until it exists, __del__ takes this for a half-made Conn and stays quiet.
+        self._life = Lifecycle(
+            options.backoff,
+            self._loop.time(),
+            dial_timeout=options.dial_timeout,
+            max_attempts=options.max_attempts,
+            give_up_after=options.give_up_after,
+        )
+        self._start_dialer(0.0)
+
+    # -- public API -----------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        """Whether a connection is up right now (it may fail the next moment)."""
+        return self._link is not None
+
+    async def wait_connected(self, timeout: float | None = None) -> None:
+        """Wait until a connection is up.
+
+        Raises:
+            TimeoutError: none came up within *timeout* seconds (the message and
+                ``__cause__`` say why: the last dial's error).
+            ClosedConnectionError: the ``Conn`` is or became closed
+                (:class:`GaveUpError` if it gave up).
+        """
+        seconds = check_timeout(timeout)
+        await self._timed(self._current(), seconds, "wait_connected")
+
+    async def read(self, n: int, timeout: float | None = None) -> bytes:
+        """Read and return 1 to *n* bytes (``b""`` if *n* is 0), waiting for a
+        connection if none is up.
+
+        Raises:
+            TimeoutError: nothing arrived within *timeout*; nothing is lost.
+            ConnectionIOError: the connection being read ended (peer EOF included).
+            ClosedConnectionError: the ``Conn`` is or became closed.
+        """
+        seconds = None if timeout is None else check_timeout(timeout)
+        if (n.__class__ is not int or n < 1) and not check_count("n", n):
+            return b""
+        link = self._cursor.reading
+        if link is not None and link is self._link and link.buffer and not self._rlock.locked():
+            self._cursor.owed = None
+            return link.take(n)  # fast path: bytes are already here
+        return await self._timed(self._read_frame(some(n)), seconds, "read")
+
+    async def readexactly(self, n: int, timeout: float | None = None) -> bytes:
+        """Read exactly *n* bytes from one connection (``b""`` if *n* is 0).
+
+        Nothing is consumed until all *n* bytes are there, so a timeout or a
+        cancellation loses nothing.
+
+        Raises:
+            TimeoutError: not all *n* bytes arrived within *timeout*.
+            ConnectionIOError: the connection ended first; its ``partial`` holds
+                the bytes that did arrive (like ``asyncio.IncompleteReadError``).
+            ClosedConnectionError: the ``Conn`` is or became closed.
+        """
+        n = check_count("n", n)
+        seconds = check_timeout(timeout)
+        return await self._timed(self._read_frame(exactly(n)), seconds, "read") if n else b""
+
+    async def readuntil(
+        self, separator: bytes = b"\n", limit: int = DEFAULT_LIMIT, timeout: float | None = None
+    ) -> bytes:
+        """Read up to and including *separator*, from one connection.
+
+        Raises:
+            asyncio.LimitOverrunError: no separator within *limit* bytes (default
+                :data:`perconn.DEFAULT_LIMIT`); nothing is consumed, the bytes stay readable.
+            TimeoutError: no separator arrived within *timeout*; nothing is lost.
+            ConnectionIOError: the connection ended first; ``partial`` holds
+                the bytes received without a separator.
+            ClosedConnectionError: the ``Conn`` is or became closed.
+        """
+        frame = until(check_separator(separator), check_size("limit", limit))
+        seconds = check_timeout(timeout)
+        return await self._timed(self._read_frame(frame), seconds, "read")
+
+    async def write(self, data: bytes | bytearray | memoryview, timeout: float | None = None) -> int:
+        """Hand all of *data* to one connection's transport and return ``len(data)``.
+
+        Waits for a connection, and for the transport's buffer to fall below its
+        high-water mark, before handing *data* over whole: so a timeout means
+        nothing was written, and memory stays bounded by the high-water mark plus
+        one write.
+
+        Raises:
+            TimeoutError: nothing was written within *timeout*; the connection stays up.
+            ConnectionIOError: the connection ended while waiting for room.
+            ClosedConnectionError: the ``Conn`` is or became closed.
+        """
+        if data.__class__ is not bytes:
+            data = check_bytes("data", data)
+        link = self._link
+        if link is None or not link.writable_now():
+            seconds = None if timeout is None else check_timeout(timeout)
+            link = await self._timed(self._writable(), seconds, "write")
+        elif timeout is not None:
+            check_timeout(timeout)
+        link.write(data)
+        self._cursor.owed = link
+        return len(data)
+
+    async def reconnect(self) -> None:
+        """Drop the current connection (if any) and dial again at once, the
+        backoff schedule reset. Calls waiting on the dropped connection raise
+        :class:`ConnectionIOError`; ``on_disconnect`` is called for it.
+
+        Raises:
+            ClosedConnectionError: the ``Conn`` is closed.
+        """
+        if self._closed:
+            raise self._closed_error()
+        link = self._link
+        if link is not None:
+            link.abort(reconnect_requested(), "reconnect", at_once=True)
+            return
+        self._life.redial_now()
+        if self._dialer is not None:
+            self._dialer.cancel()
+        self._start_dialer(0.0)
+
+    async def close(self) -> None:
+        """Close for good; idempotent.
+
+        Finishes within 100 ms whatever the state (a running ``on_connect``
+        included): wakes every pending call with :class:`ClosedConnectionError`,
+        cancels and awaits the dial task, and closes the transport (letting it
+        flush for at most :data:`CLOSE_BUDGET` seconds, then aborting it).
+        """
+        if self._closing is not None:
+            await asyncio.shield(self._closing)
+            return
+        self._closing = self._loop.create_future()
+        try:
+            self._life.close(self._loop.time())
+            await self._shut()
+        finally:
+            self._closing.set_result(None)
+
+    async def _shut(self) -> None:
+        """Release everything of a closed ``Conn``: wake every call, end the dial
+        task, close the transports."""
+        self._up.set()
+        links = {link for link in (self._link, self._cursor.reading, self._cursor.owed) if link is not None}
+        self._link = None
+        for link in links:
+            link.wake_all()
+            link.close()
+        dialer = self._dialer
+        if dialer is not None and dialer is not asyncio.current_task():
+            dialer.cancel()
+            await asyncio.wait([dialer])
+        if links:
+            _, flushing = await asyncio.wait([link.lost for link in links], timeout=CLOSE_BUDGET)
+            for link in links:
+                if link.lost in flushing:
+                    link.abort()
+            await asyncio.wait([link.lost for link in links])
+
+    async def __aenter__(self) -> Conn:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
+        if getattr(self, "_life", None) is None or self._closed:  # closed, or never fully made
+            return
+        message = f"unclosed {self!r}"
+        self._life.close(0.0)
+        with contextlib.suppress(RuntimeError):  # the loop may be closed already
+            if self._dialer is not None:
+                self._dialer.cancel()
+            for link in (self._link, self._cursor.reading):
+                if link is not None:
+                    link.abort()
+        _warn(message, ResourceWarning, source=self)  # last: it may be turned into an error
+
+    # -- waiting --------------------------------------------------------------
+
+    async def _timed(self, aw: Awaitable[T], seconds: float | None, op: str) -> T:
+        """Await *aw* for at most *seconds*. A timeout while no connection is up
+        says why (the address, the wait, the last error, as ``__cause__``)."""
+
+        def expired() -> BaseException:
+            if self._link is None and not self._closed:
+                last = self._life.last_error
+                error = TimeoutError(not_connected(self.address, seconds or 0.0, last))
+                error.__cause__ = last
+                return error
+            return timed_out(op, seconds or 0.0)
+
+        return await within(aw, seconds, expired)
+
+    async def _current(self) -> Connection:
+        """The live connection, waiting for one if none is up."""
+        while True:
+            if self._closed:
+                raise self._closed_error()
+            link = self._link
+            if link is not None:
+                return link
+            await self._up.wait()
+
+    async def _writable(self) -> Connection:
+        """The live connection once its transport has room."""
+        while True:
+            link = await self._current()
+            if link.writable_now():
+                return link
+            await link.drained()
+
+    async def _reader(self) -> Connection:
+        """The connection reads consume now (see :mod:`perconn._reading`)."""
+        while True:
+            if self._closed:
+                raise self._closed_error()
+            link = self._cursor.pick(self._link, self._discarded)
+            if link is not None:
+                return link
+            await self._up.wait()
+
+    # -- reading --------------------------------------------------------------
+
+    async def _read_frame(self, frame: Frame) -> bytes:
+        """Read one item whose end *frame* finds in the buffer."""
+        async with self._rlock:
+            link = self._cursor.reading
+            if link is None or link is not self._link:  # not simply reading the live connection
+                link = await self._reader()
+            while (end := frame(link.buffer)) < 0:
+                if self._closed:
+                    raise self._closed_error()
+                if link.failure is not None:
+                    self._cursor.raised(link)
+                    raise ended(link, link.take(len(link.buffer)))
+                await link.wait_data()
+            self._cursor.owed = None
+            return link.take(end)
+
+    def _discarded(self, link: Connection, nbytes: int) -> None:
+        log_discarded(self._opts.logger, link.address, nbytes, link.generation)
+
+    # -- the connection's life ------------------------------------------------
+
+    def _proved(self, link: Connection) -> None:
+        if link is self._link:
+            self._life.proved()
+
+    def _link_ended(self, link: Connection, at_once: bool = False) -> None:
+        """Called by a connection whose transport reported it gone."""
+        if self._closed or link is not self._link:
+            return
+        assert link.failure is not None
+        self._cursor.ending(link)
+        self._link = None
+        self._up.clear()
+        error = ConnectionIOError(link.failed_op, link.failure, address=link.address)
+        step = self._life.dropped(error, self._loop.time(), at_once=at_once)
+        step.log(self._opts.logger)
+        self._start_dialer(step.delay or 0.0)
+        self._callback("on_disconnect", error)
+
+    def _start_dialer(self, delay: float) -> None:
+        self._dialer = self._loop.create_task(
+            _dial_loop(weakref.ref(self), self._opts, delay),
+            name=f"perconn-dial {self.address}",
+        )
+
+    def _begin_dial(self) -> tuple[float | None, int] | None:
+        """The budget of the next dial and the generation it would have, or None if closed."""
+        if self._closed:
+            return None
+        return self._life.begin_dial(self._loop.time()), self._life.generation + 1
+
+    def _dial_failed(self, exc: BaseException) -> float | None:
+        """Record and log a failed dial; return the delay before the next one, or
+        None to stop (closed, or gave up: then everything is released)."""
+        if self._closed:
+            return None
+        step = self._life.dial_failed(DialError(self.address, exc), self._loop.time())
+        step.log(self._opts.logger)
+        if step.delay is None:
+            self._dialer = None
+            self._closing = self._loop.create_future()
+            self._closing.set_result(None)
+            self._up.set()
+        return step.delay
+
+    def _install(self, link: Connection) -> bool:
+        """Make a freshly dialed connection the current one; False if closed."""
+        if self._closed:
+            return False
+        self._link = link
+        link.installed = True
+        if self._cursor.reading is None:
+            self._cursor.reading = link
+        self._dialer = None
+        proven = link.proven or self._opts.on_connect is not None
+        step = self._life.connected(self._loop.time(), link.address, proven=proven)
+        self._up.set()
+        step.log(self._opts.logger)
+        if link.failure is not None:  # it ended between its handshake and now
+            self._link_ended(link)
+        return True
+
+
+async def _dial_once(
+    loop: asyncio.AbstractEventLoop, ref: weakref.ref[Conn], opts: Options, budget: float | None, generation: int
+) -> Connection:
+    """One dial: resolve (through the loop's resolver), connect, run ``on_connect``."""
+    address = opts.address
+
+    def factory() -> Connection:
+        return Connection(ref, loop, address.text)
+
+    if address.is_unix:
+        _, link = await loop.create_unix_connection(factory, address.unix_sockaddr)
+    else:
+        _, link = await loop.create_connection(factory, address.host, address.port)
+    link.generation = generation
+    hook = opts.on_connect
+    if hook is None:
+        return link
+    try:
+        await cast(OnConnect, hook)(Link(link, None if budget is None else loop.time() + budget))
+    except BaseException:
+        link.abort()
+        raise
+    return link
+
+
+async def _dial_loop(ref: weakref.ref[Conn], opts: Options, delay: float) -> None:
+    """Sleep and dial until connected, closed or given up; holds the ``Conn``
+    only weakly, so a ``Conn`` dropped without ``close()`` can be collected."""
+    loop = asyncio.get_running_loop()
+    while True:
+        if delay > 0:
+            await asyncio.sleep(delay)
+        conn = ref()
+        begun = None if conn is None else conn._begin_dial()
+        del conn
+        if begun is None:
+            return
+        budget = begun[0]
+        expired = functools.partial(timed_out, "connect", budget or 0.0)
+        try:
+            link = await within(_dial_once(loop, ref, opts, *begun), budget, expired)
+        except Exception as exc:  # OSError (TimeoutError, socket.gaierror) or the hook's
+            conn = ref()
+            next_delay = None if conn is None else conn._dial_failed(exc)
+            del conn
+            if next_delay is None:
+                return
+            delay = next_delay
+            continue
+        conn = ref()
+        if conn is None or not conn._install(link):
+            link.abort()
+        return
+
+
+def _connect(*args: object, **options: object) -> Conn:
+    return Conn._from_options(bind_options("connect", args, options))
+
+
+Conn.__module__ = "perconn.aio"  # as the program names it
+document_options(Conn, Conn.__doc__ or "")
+document_options(
+    _connect,
+    """Return a :class:`perconn.aio.Conn` to *address* at once; dialing runs in a
+background task. A plain (non-async) call: it needs a running event loop and
+raises ``RuntimeError`` without one. The options, defaults and validation are
+those of :func:`perconn.connect`.""",
+)
+_connect.__name__ = _connect.__qualname__ = "connect"
+_connect.__module__ = "perconn.aio"
+
+if TYPE_CHECKING:
+
+    def connect(address: str, **options: Unpack[ConnectOptions[OnConnect]]) -> Conn: ...
+
+else:
+    connect = _connect

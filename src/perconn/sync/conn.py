@@ -1,0 +1,572 @@
+"""The thread-safe synchronous persistent connection, :class:`Conn`.
+
+Threads: an idle connected ``Conn`` holds none. One background thread exists
+only while dialing (sleeping in backoff, connecting, running ``on_connect``);
+it exits once a connection is up or the ``Conn`` is closed.
+
+Locks: ``_lock`` (with the condition ``_cond``) guards the state; ``_rlock``
+serialises readers and ``_wlock`` serialises writers, so a blocked reader never
+delays a writer. An op lock is held only while doing I/O on a connection that is
+current or already shut down, so taking both (to close a socket no other thread
+is inside) never waits long. Order: ``_rlock`` before ``_wlock`` before ``_lock``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import threading
+import time
+import warnings
+import weakref
+from collections.abc import Callable
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+from .._base import ConnBase
+from .._errors import ConnectionIOError, DialError, Error, peer_closed, reconnect_requested
+from .._log import log_discarded
+from .._messages import not_connected
+from .._options import Options, bind_options, document_options
+from .._reading import DEFAULT_LIMIT, Cursor, Frame, exactly, until
+from .._state import Lifecycle, Step
+from .._validate import check_bytes, check_count, check_separator, check_size, check_timeout, timed_out
+from .dialer import DialAborted, Dialer, connect_first, resolve
+from .link import Connection, Link
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from .._options import ConnectOptions
+
+__all__ = ["CLOSE_BUDGET", "IDLE_PROBE_AFTER", "Conn", "OnConnect", "connect"]
+
+OnConnect = Callable[[Link], object]
+"""The type of the synchronous ``on_connect`` hook."""
+
+IDLE_PROBE_AFTER = 0.001
+"""Seconds since a connection's last write after which the next write first
+checks that the peer has not closed it. A busy writer never pays for the check;
+an idle one pays one non-blocking ``recv(MSG_PEEK)``."""
+
+CLOSE_BUDGET = 0.08
+"""Seconds ``close()`` may spend waiting for other threads to let go of the socket
+and for the dial thread to exit (the contract is 100 ms)."""
+
+
+class Conn(ConnBase[Connection, OnConnect]):
+    """A pseudo-persistent client connection: one object to read and write for the
+    life of the program while connections come and go underneath.
+
+    ``Conn(address, **options)`` and :func:`perconn.connect` are the same call.
+    All methods are thread-safe; one reader and one writer proceed concurrently
+    (full duplex), concurrent readers take turns, and concurrent writers take
+    turns (their bytes never interleave).
+
+    Guarantees:
+        - Operations issued while no connection is up wait for one (bounded by
+          their ``timeout``); they never fail just because the peer is down.
+        - An I/O failure on an established connection raises
+          :class:`ConnectionIOError`, is logged, closes that connection and starts
+          redialing; the next operation uses the next connection.
+        - A single :meth:`write` goes out whole on one connection, or raises.
+        - Reads follow writes: once a write went out on a newer connection, no
+          read returns bytes of an older one.
+
+    Not guaranteed: bytes a successful :meth:`write` handed to the kernel reached
+    the peer. If the connection drops afterwards they may be lost, and TCP cannot
+    tell; protocols that need delivery need acknowledgements.
+    """
+
+    _public_name = "perconn.Conn"
+
+    def _start(self, options: Options) -> None:
+        self._opts = options
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._rlock = threading.Lock()
+        self._wlock = threading.Lock()
+        self._cursor: Cursor[Connection] = Cursor()
+        self._link: Connection | None = None
+        self._dialer: Dialer | None = None
+        self._life = Lifecycle(
+            options.backoff,
+            time.monotonic(),
+            dial_timeout=options.dial_timeout,
+            max_attempts=options.max_attempts,
+            give_up_after=options.give_up_after,
+        )
+        with self._lock:
+            self._start_dialer(0.0, None)
+
+    # -- public API ---------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        """Whether a connection is up right now, as far as a non-blocking check
+        can tell (one the peer closed is not reported; it may fail the next moment)."""
+        link = self._link
+        if link is None:
+            return False
+        gone = link.peer_gone()
+        if gone is not None:
+            self._io_failed(link, "read", gone)
+            return False
+        return True
+
+    def wait_connected(self, timeout: float | None = None) -> None:
+        """Block until a connection is up (one the peer already closed does not count).
+
+        Raises:
+            TimeoutError: none came up within *timeout* seconds (the message and
+                ``__cause__`` say why: the last dial's error).
+            ClosedConnectionError: the ``Conn`` is or became closed
+                (:class:`GaveUpError` if it gave up).
+        """
+        seconds = check_timeout(timeout)
+        deadline = None if seconds is None else time.monotonic() + seconds
+        while True:
+            link = self._wait_link(deadline, seconds)
+            gone = link.peer_gone()
+            if gone is None:
+                return
+            self._io_failed(link, "read", gone)
+
+    def read(self, n: int, timeout: float | None = None) -> bytes:
+        """Read and return 1 to *n* bytes (``b""`` if *n* is 0), waiting for a
+        connection if none is up. At most :data:`MAX_CHUNK` bytes are asked of the
+        socket at once, so a huge *n* costs only what arrived.
+
+        Raises:
+            TimeoutError: nothing arrived within *timeout*; the connection stays up.
+            ConnectionIOError: the connection failed (peer EOF included).
+            ClosedConnectionError: the ``Conn`` is or became closed.
+        """
+        seconds = None if timeout is None else check_timeout(timeout)
+        if (n.__class__ is not int or n < 1) and not check_count("n", n):
+            return b""
+        link = self._reader(seconds)
+        try:
+            data = link.take(n) if link.buffer else self._recv(link, n, seconds)
+            self._cursor.owed = None
+            return data
+        finally:
+            self._rlock.release()
+
+    def readexactly(self, n: int, timeout: float | None = None) -> bytes:
+        """Read exactly *n* bytes from one connection (``b""`` if *n* is 0).
+
+        On timeout the bytes received so far are kept and returned by the next
+        read; if the connection fails they are handed back as the error's
+        ``partial`` (they never straddle two connections).
+
+        Raises:
+            TimeoutError: not all *n* bytes arrived within *timeout*.
+            ConnectionIOError: the connection failed before *n* bytes arrived.
+            ClosedConnectionError: the ``Conn`` is or became closed.
+        """
+        n = check_count("n", n)
+        return self._read_frame(exactly(n), timeout) if n else b""
+
+    def readuntil(self, separator: bytes = b"\n", limit: int = DEFAULT_LIMIT, timeout: float | None = None) -> bytes:
+        """Read up to and including *separator*, from one connection.
+
+        Raises:
+            asyncio.LimitOverrunError: no separator within *limit* bytes; nothing
+                is consumed, the bytes stay readable.
+            TimeoutError: no separator arrived within *timeout*; nothing is lost.
+            ConnectionIOError: the connection ended first; ``partial`` holds the
+                bytes received without a separator.
+            ClosedConnectionError: the ``Conn`` is or became closed.
+        """
+        return self._read_frame(until(check_separator(separator), check_size("limit", limit)), timeout)
+
+    def write(self, data: bytes | bytearray | memoryview, timeout: float | None = None) -> int:
+        """Write all of *data* on one connection and return ``len(data)``.
+
+        Waits for a connection if none is up. If the connection was idle, first
+        checks that the peer has not closed it, and if so reconnects and writes
+        on the new one (on Linux a write into a connection the peer already
+        closed would otherwise succeed and its bytes vanish).
+
+        Raises:
+            TimeoutError: *data* was not all sent within *timeout*. If none of it
+                went out the connection stays up; if part did, its stream is torn,
+                so that connection is dropped (and logged) before this raises.
+            ConnectionIOError: the connection failed.
+            ClosedConnectionError: the ``Conn`` is or became closed.
+        """
+        view = data if data.__class__ is bytes else check_bytes("data", data)
+        seconds = None if timeout is None else check_timeout(timeout)
+        deadline = None if seconds is None else time.monotonic() + seconds
+        while True:
+            link = self._enter(self._wlock, deadline, seconds)
+            try:
+                now = time.monotonic()
+                gone = None if now - link.last_write < IDLE_PROBE_AFTER else link.peer_gone()
+                if gone is None:
+                    self._cursor.owed = link
+                    self._send(link, view, deadline, seconds)
+                    link.last_write = now
+                    return len(view)
+            finally:
+                self._wlock.release()
+            # The peer closed the connection while it sat idle: redial, then write there.
+            self._io_failed(link, "write", gone)
+
+    def reconnect(self) -> None:
+        """Drop the current connection (if any) and dial again at once, the
+        backoff schedule reset. Calls blocked on the dropped connection raise
+        :class:`ConnectionIOError`; ``on_disconnect`` is called for it.
+
+        Raises:
+            ClosedConnectionError: the ``Conn`` is closed.
+        """
+        with self._cond:
+            if self._closed:
+                raise self._closed_error()
+            link = self._link
+            if link is None:
+                self._life.redial_now()
+                if self._dialer is not None:
+                    self._dialer.wake()
+                return
+        self._io_failed(link, "reconnect", reconnect_requested(), at_once=True)
+
+    def close(self) -> None:
+        """Close the connection for good; idempotent.
+
+        Returns within 100 ms whatever the state (a running ``on_connect`` hook
+        included), wakes every blocked call with :class:`ClosedConnectionError`
+        and stops redialing. A dial thread blocked in the OS resolver or in a
+        hook that does no I/O cannot be interrupted: it exits, closing what it
+        opened, as soon as that returns.
+
+        Raises:
+            ConnectionIOError: closing the socket failed (``op == "close"``); the
+                ``Conn`` is closed all the same.
+        """
+        deadline = time.monotonic() + CLOSE_BUDGET
+        with self._cond:
+            if not self._life.close(time.monotonic()):
+                return
+            link, self._link = self._link, None
+            dialer = self._dialer
+            if dialer is not None:
+                dialer.wake()
+                if dialer.handshaking is not None:
+                    dialer.handshaking()
+            self._cond.notify_all()
+        try:
+            if link is not None:
+                link.shutdown()
+                self._retire(link, deadline)
+        finally:
+            if dialer is not None:
+                dialer.join(max(0.0, deadline - time.monotonic()))
+
+    def __enter__(self) -> Conn:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # -- waiting ------------------------------------------------------------
+
+    def _wait_link(self, deadline: float | None, seconds: float | None) -> Connection:
+        with self._cond:
+            while True:
+                if self._closed:
+                    raise self._closed_error()
+                if self._link is not None:
+                    return self._link
+                if deadline is None:
+                    self._cond.wait()
+                else:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        last = self._life.last_error
+                        error = TimeoutError(not_connected(self.address, seconds or 0.0, last))
+                        error.__cause__ = last
+                        raise error
+                    self._cond.wait(remaining)
+
+    def _enter(self, lock: threading.Lock, deadline: float | None, seconds: float | None) -> Connection:
+        """Take *lock* and return the current connection, waiting for one if none
+        is up; the lock is held on return."""
+        while True:
+            if deadline is None:
+                lock.acquire()
+            elif not lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                raise TimeoutError("another call kept the connection busy")
+            link = self._link
+            if link is not None:
+                return link
+            lock.release()
+            self._wait_link(deadline, seconds)
+
+    def _reader(self, seconds: float | None) -> Connection:
+        """Take ``_rlock`` and return the connection reads consume now (see
+        :mod:`perconn._reading`), waiting for one if none is up."""
+        deadline = None if seconds is None else time.monotonic() + seconds
+        while True:
+            link = self._enter(self._rlock, deadline, seconds)
+            cursor = self._cursor
+            if cursor.reading is link:
+                return link
+            try:
+                picked = cursor.pick(link, self._discarded)
+            except BaseException:
+                self._rlock.release()
+                raise
+            assert picked is not None  # the live connection, if nothing older comes first
+            return picked
+
+    # -- I/O on one connection ------------------------------------------------
+
+    def _read_frame(self, frame: Frame, timeout: object) -> bytes:
+        """Read the item *frame* finds, from the connection reads consume."""
+        seconds = check_timeout(timeout)
+        deadline = None if seconds is None else time.monotonic() + seconds
+        link = self._reader(seconds)
+        try:
+            if link.failure is None:
+                try:
+                    end = link.fill(frame, deadline)
+                except (OSError, EOFError) as exc:
+                    raise self._read_failed(link, exc, partial=True)  # noqa: B904 (cause set inside)
+                if end < 0:
+                    raise timed_out("read", seconds or 0.0)
+            elif (end := frame(link.buffer)) < 0:
+                raise self._read_failed(link, link.failure, partial=True)
+            self._cursor.owed = None
+            return link.take(end)
+        finally:
+            self._rlock.release()
+
+    def _recv(self, link: Connection, n: int, seconds: float | None) -> bytes:
+        """Receive 1 to *n* bytes from *link* (the caller holds ``_rlock``)."""
+        try:
+            data = link.recv(n, None if seconds is None else time.monotonic() + seconds)
+        except OSError as exc:
+            raise self._read_failed(link, exc)  # noqa: B904 (the cause is set inside)
+        if data is None:
+            raise timed_out("read", seconds or 0.0)
+        if not data:
+            raise self._read_failed(link, peer_closed())
+        if not link.proven:
+            self._proved(link)
+        return data
+
+    def _send(self, link: Connection, view: bytes | memoryview, deadline: float | None, seconds: float | None) -> None:
+        """Send all of *view* on *link* (the caller holds ``_wlock``)."""
+        try:
+            sent = link.send(view, deadline)
+        except OSError as exc:
+            raise self._io_failed(link, "write", exc)  # noqa: B904 (the cause is set inside)
+        if sent == len(view):
+            return
+        error = timed_out("write", seconds or 0.0)
+        if sent:  # the stream is torn: nothing written later may follow these bytes
+            self._io_failed(link, "write", TimeoutError(f"{error} with {sent} of {len(view)} bytes sent"))
+        raise error
+
+    def _read_failed(self, link: Connection, cause: BaseException, partial: bool = False) -> Error:
+        """The error for a reader (holding ``_rlock``) that found *link* failed:
+        it hears of the end itself, so the cursor will not raise it again.
+        *partial*: hand back the bytes a framed read had received."""
+        error = self._io_failed(link, "read", cause)
+        self._cursor.raised(link)
+        if partial and isinstance(error, ConnectionIOError):
+            error.partial = link.take(len(link.buffer))
+        return error
+
+    def _proved(self, link: Connection) -> None:
+        link.proven = True
+        with self._lock:
+            if link is self._link:
+                self._life.proved()
+
+    def _discarded(self, link: Connection, nbytes: int) -> None:
+        log_discarded(self._opts.logger, link.address, nbytes, link.generation)
+
+    # -- a connection ends ------------------------------------------------------
+
+    def _io_failed(self, link: Connection, op: str, cause: BaseException, *, at_once: bool = False) -> Error:
+        """Turn a failure on *link* into the error to raise; if *link* is still
+        the current connection, drop it, log it, tell ``on_disconnect`` and start
+        redialing (*at_once*: ``reconnect()`` asked)."""
+        if self._closed:  # the failure is close() shutting the socket down
+            return self._closed_error()
+        with self._cond:
+            current = link is self._link
+            if current:
+                link.failure = cause
+                self._cursor.ending(link)
+                self._link = None
+            error = ConnectionIOError(op, link.failure or cause, address=link.address)
+            if current:
+                step = self._life.dropped(error, time.monotonic(), at_once=at_once)
+                self._start_dialer(step.delay or 0.0, link)
+        if current:  # the first failure seen on a connection is its one log record
+            link.shutdown()
+            step.log(self._opts.logger)
+            self._callback("on_disconnect", error)
+        return error
+
+    def _retire(self, link: Connection, deadline: float | None = None) -> None:
+        """Close a shut-down link's socket once no reader or writer is inside it."""
+        timeout = -1.0 if deadline is None else max(0.0, deadline - time.monotonic())
+        got_r = self._rlock.acquire(timeout=timeout)
+        got_w = self._wlock.acquire(timeout=timeout)
+        try:
+            link.sock.close()
+        except OSError as exc:
+            if deadline is not None:  # close() asked: report it
+                raise ConnectionIOError("close", exc, address=link.address) from exc
+        finally:
+            if got_w:
+                self._wlock.release()
+            if got_r:
+                self._rlock.release()
+
+    # -- the dial thread ----------------------------------------------------
+
+    def _start_dialer(self, delay: float, retired: Connection | None) -> None:
+        """Start the dial thread (caller holds ``_lock``). It holds the ``Conn``
+        only weakly, so a ``Conn`` dropped without ``close()`` can be collected."""
+        self._dialer = Dialer(f"perconn-dial {self.address}")
+        self._dialer.start(functools.partial(_dial_thread, weakref.ref(self), delay, retired))
+
+    def _begin_dial(self) -> tuple[float | None, int] | None:
+        """The budget of the next dial and the generation it would have, or
+        None if the ``Conn`` is closed."""
+        with self._lock:
+            if self._closed:
+                return None
+            return self._life.begin_dial(time.monotonic()), self._life.generation + 1
+
+    def _dial_failed(self, exc: BaseException) -> float | None:
+        """Record and log a failed dial; return the delay before the next one, or
+        None to stop (closed, or gave up: then every waiter is woken)."""
+        error = DialError(self.address, exc)
+        with self._cond:
+            if self._closed:
+                return None
+            step: Step = self._life.dial_failed(error, time.monotonic())
+            if step.delay is None:
+                self._dialer = None
+                self._cond.notify_all()
+        step.log(self._opts.logger)
+        return step.delay
+
+    def _install(self, link: Connection) -> bool:
+        """Make a freshly dialed connection the current one; False (and nothing
+        done) if the ``Conn`` was closed meanwhile."""
+        with self._cond:
+            if self._closed:
+                return False
+            now = time.monotonic()
+            link.last_write = now
+            self._link = link
+            step = self._life.connected(now, link.address, proven=self._opts.on_connect is not None)
+            self._dialer = None
+            self._cond.notify_all()
+        step.log(self._opts.logger)
+        return True
+
+    def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
+        if getattr(self, "_life", None) is None or self._closed:
+            return
+        message = f"unclosed {self!r}"
+        with contextlib.suppress(Exception):
+            self.close()  # first: the warning may be turned into an error
+        _warn(message, ResourceWarning, source=self)
+
+
+def _dial_once(opts: Options, dialer: Dialer, budget: float | None, generation: int) -> Connection:
+    """One dial: resolve, connect, run ``on_connect``. Raises what failed."""
+    deadline = None if budget is None else time.monotonic() + budget
+    dialer.resolving = True
+    try:
+        targets = resolve(opts.address)
+    finally:
+        dialer.resolving = False
+    sock = connect_first(opts.address, targets, budget, dialer.wake_r)
+    link = Connection(sock, opts.address.text, generation, time.monotonic())
+    hook = opts.on_connect
+    if hook is None:
+        return link
+    dialer.handshaking = link.shutdown
+    try:
+        hook(Link(link, deadline))
+    except BaseException:
+        sock.close()
+        raise
+    finally:
+        dialer.handshaking = None
+    return link
+
+
+def _dial_thread(ref: weakref.ref[Conn], delay: float, retired: Connection | None, dialer: Dialer) -> None:
+    """The dial thread: retire the failed connection, then sleep and dial until
+    connected, closed or given up. It takes a strong reference to the ``Conn``
+    only for the moment it reports to it, never while it sleeps or dials."""
+    try:
+        conn = ref()
+        if conn is None:
+            return
+        opts = conn._opts
+        if retired is not None:
+            conn._retire(retired)
+        del conn
+        while True:
+            if delay > 0:
+                dialer.sleep(delay)
+            conn = ref()
+            begun = None if conn is None else conn._begin_dial()
+            del conn
+            if begun is None:
+                return
+            try:
+                link = _dial_once(opts, dialer, *begun)
+            except DialAborted:  # woken: closing (checked above, next round) or reconnect()
+                dialer.drain()
+                delay = 0.0
+                continue
+            except Exception as exc:
+                conn = ref()
+                next_delay = None if conn is None else conn._dial_failed(exc)
+                del conn
+                if next_delay is None:
+                    return
+                delay = next_delay
+                continue
+            conn = ref()
+            if conn is None or not conn._install(link):
+                link.sock.close()
+            return
+    finally:
+        dialer.close_pipe()
+
+
+def _connect(*args: object, **options: object) -> Conn:
+    return Conn._from_options(bind_options("connect", args, options))
+
+
+Conn.__module__ = "perconn"  # as the program names it
+document_options(Conn, Conn.__doc__ or "")
+document_options(
+    _connect, "Return a :class:`perconn.Conn` to *address* at once; dialing happens in a background thread."
+)
+_connect.__name__ = _connect.__qualname__ = "connect"
+_connect.__module__ = "perconn"
+
+if TYPE_CHECKING:
+
+    def connect(address: str, **options: Unpack[ConnectOptions[OnConnect]]) -> Conn: ...
+
+else:
+    connect = _connect

@@ -1,0 +1,159 @@
+"""Dialing for the synchronous front end: resolve (the one step nothing can
+interrupt), then connect without blocking past a wake-up file descriptor, so
+``close()`` can abort a dial at once; and the background thread that does it."""
+
+from __future__ import annotations
+
+import errno
+import os
+import select
+import socket
+import threading
+import time
+from collections.abc import Callable
+
+from .._address import Address
+from .._validate import timed_out
+
+SockAddr = tuple[object, ...] | str
+
+__all__ = ["DialAborted", "Dialer", "Target", "configure", "connect_first", "resolve", "wait_fd"]
+
+
+class DialAborted(Exception):
+    """The wake-up descriptor became readable: the ``Conn`` is closing or redialing."""
+
+
+def wait_fd(fd: int, events: int, deadline: float | None, wake_fd: int = -1) -> int:
+    """Poll *fd* for *events* until *deadline* (monotonic; None = forever).
+
+    Returns the events seen on *fd* (0 on timeout). Raises :class:`DialAborted`
+    if *wake_fd* (when given) becomes readable first.
+    """
+    poller = select.poll()
+    poller.register(fd, events)
+    if wake_fd >= 0:
+        poller.register(wake_fd, select.POLLIN)
+    ms = None if deadline is None else max(0.0, (deadline - time.monotonic()) * 1000.0)
+    seen = 0
+    for ready_fd, ready in poller.poll(ms):
+        if ready_fd == wake_fd:
+            raise DialAborted
+        seen = ready
+    return seen
+
+
+def configure(sock: socket.socket) -> None:
+    """Options every established TCP connection gets, as Go's dialer sets them:
+    no Nagle delay (request/response protocols) and TCP keepalive (so a peer
+    that vanished is eventually noticed even on an idle connection)."""
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+
+
+Target = tuple[int, int, SockAddr]
+"""(family, proto, sockaddr): one address to try."""
+
+
+def _connect_one(target: Target, deadline: float | None, wake_fd: int) -> socket.socket:
+    family, proto, sockaddr = target
+    sock = socket.socket(family, socket.SOCK_STREAM, proto)
+    try:
+        sock.setblocking(False)
+        err = sock.connect_ex(sockaddr)
+        if err in (errno.EINPROGRESS, errno.EAGAIN):
+            if not wait_fd(sock.fileno(), select.POLLOUT, deadline, wake_fd):
+                raise TimeoutError(errno.ETIMEDOUT, "connect timed out")
+            err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            raise OSError(err, os.strerror(err))
+        sock.setblocking(True)
+        configure(sock)
+        return sock
+    except BaseException:
+        sock.close()
+        raise
+
+
+def resolve(address: Address) -> list[Target]:
+    """The addresses to try for *address*, looked up afresh (DNS included) on
+    every call. Blocks in the OS resolver, which nothing can interrupt.
+
+    Raises:
+        OSError: the lookup failed (``socket.gaierror``).
+    """
+    if address.is_unix:
+        return [(socket.AF_UNIX, 0, address.unix_sockaddr)]
+    infos = socket.getaddrinfo(address.host, address.port, type=socket.SOCK_STREAM)
+    return [(family, proto, sockaddr) for family, _, proto, _, sockaddr in infos]
+
+
+def connect_first(address: Address, targets: list[Target], budget: float | None, wake_fd: int) -> socket.socket:
+    """Open a connected, blocking socket to the first of *targets* that accepts.
+
+    *budget* bounds the connecting, all targets together (None: no bound).
+
+    Raises:
+        OSError: connecting failed (the last target's error); ``TimeoutError``
+            when *budget* ran out.
+        DialAborted: *wake_fd* is or became readable.
+    """
+    if wait_fd(wake_fd, select.POLLIN, time.monotonic()):  # woken while resolving
+        raise DialAborted
+    deadline = None if budget is None else time.monotonic() + budget
+    error: OSError = OSError(errno.EADDRNOTAVAIL, f"no address found for {address.text}")
+    for target in targets:
+        try:
+            return _connect_one(target, deadline, wake_fd)
+        except TimeoutError:
+            raise timed_out("connect", budget or 0.0) from None
+        except OSError as exc:
+            error = exc
+    raise error
+
+
+class Dialer:
+    """The background thread that sleeps and dials until connected or closed,
+    with the pipe that wakes it (to close, or to dial at once)."""
+
+    def __init__(self, name: str) -> None:
+        self.wake_r, self.wake_w = os.pipe()
+        self._lock = threading.Lock()  # wake() against close_pipe()
+        self._open = True
+        self.resolving = False  # inside getaddrinfo, which nothing can interrupt
+        self.handshaking: Callable[[], None] | None = None  # shuts down the connection a hook is using
+        self.name = name
+        self.thread: threading.Thread | None = None
+
+    def start(self, run: Callable[[Dialer], None]) -> None:
+        self.thread = threading.Thread(target=run, args=(self,), name=self.name, daemon=True)
+        self.thread.start()
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep up to *seconds*, or until woken."""
+        if wait_fd(self.wake_r, select.POLLIN, time.monotonic() + seconds):
+            self.drain()
+
+    def drain(self) -> None:
+        """Forget earlier wake-ups (the thread then looks at why it was woken)."""
+        while wait_fd(self.wake_r, select.POLLIN, time.monotonic()):
+            os.read(self.wake_r, 64)
+
+    def wake(self) -> None:
+        """Wake the thread from a sleep or a connect (not from a hook or the resolver)."""
+        with self._lock:
+            if self._open:
+                os.write(self.wake_w, b"\0")
+
+    def close_pipe(self) -> None:
+        with self._lock:
+            self._open = False
+            os.close(self.wake_r)
+            os.close(self.wake_w)
+
+    def join(self, timeout: float) -> None:
+        """Wait up to *timeout* for the woken thread to end. Not from the thread
+        itself, and not while it is in the resolver: it ends when that returns."""
+        if self.thread is not None and self.thread is not threading.current_thread() and not self.resolving:
+            self.thread.join(timeout)
