@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from fronts import AioFront, Front, SyncFront
 from redis_server import RedisServer, RedisUnavailable
 from servers import Server, open_fds, wait_until
 
@@ -140,3 +141,16 @@ class Leaks:
 @pytest.fixture
 def leaks() -> Leaks:
     return Leaks()
+
+
+@pytest.fixture(params=["sync", "aio"])
+def front(request: pytest.FixtureRequest) -> Iterator[Front]:
+    """Each front end behind one blocking facade (see fronts.py)."""
+    if request.param == "sync":
+        yield SyncFront()
+        return
+    aio = AioFront()
+    try:
+        yield aio
+    finally:
+        aio.stop()

@@ -20,6 +20,7 @@ from perconn._address import Address, parse_address
         ("[fe80::1%lo]:1", None),
         ("unix:/tmp/x.sock", Address("unix:/tmp/x.sock", path="/tmp/x.sock")),
         ("unix:relative.sock", Address("unix:relative.sock", path="relative.sock")),
+        ("unix:@name", Address("unix:@name", path="@name")),
     ],
 )
 def test_parses_valid_forms(text: str, expected: Address | None) -> None:
@@ -51,6 +52,9 @@ def test_parses_valid_forms(text: str, expected: Address | None) -> None:
         ("ho st:80", "whitespace"),
         ("unix:", "empty unix"),
         ("unix:/a\0b", "NUL"),
+        ("unix:@", "empty abstract socket name"),
+        ("tcp://host:1", 'scheme tcp:// is not supported; use "host:port", "[v6addr]:port", "unix:/path/to/socket" or'),
+        ("http://example.com:80", "scheme http:// is not supported"),
     ],
 )
 def test_rejects_malformed_naming_argument_and_value(text: str, fragment: str) -> None:
@@ -103,3 +107,14 @@ def test_never_crashes_on_arbitrary_text(text: str) -> None:
     else:
         assert addr.text == text
         assert addr.is_unix or 1 <= addr.port <= 65535
+
+
+def test_abstract_socket_name_becomes_a_leading_nul() -> None:
+    assert parse_address("unix:@perconn").unix_sockaddr == "\0perconn"
+    assert parse_address("unix:/tmp/x").unix_sockaddr == "/tmp/x"
+
+
+def test_abstract_sockets_are_linux_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("perconn._address.sys.platform", "darwin")
+    with pytest.raises(ValueError, match=r"abstract unix sockets .* exist only on Linux, not on darwin"):
+        parse_address("unix:@name")

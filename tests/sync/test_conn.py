@@ -374,6 +374,8 @@ def test_write_after_peer_closed_an_idle_connection_is_not_lost(
         assert conn.generation == 2
     (warning,) = records.matching(logging.WARNING, perconn.ConnectionIOError)
     assert isinstance(warning.error.__cause__, EOFError)  # type: ignore[attr-defined]
+    assert warning.error.op == "write"  # type: ignore[attr-defined]
+    assert warning.getMessage().startswith(f"write {server.address}: connection closed by peer; generation 1 dropped")
 
 
 def test_busy_writer_skips_the_idle_probe(make_server: Callable[..., Server], monkeypatch: pytest.MonkeyPatch) -> None:

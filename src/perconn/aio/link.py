@@ -37,7 +37,9 @@ async def within(aw: Awaitable[T], seconds: float | None, timeout: Callable[[], 
                 return await aw
         return await asyncio.wait_for(aw, seconds)
     except asyncio.TimeoutError:  # the builtin TimeoutError from 3.11 on
-        raise timeout() from None
+        error = timeout()
+        error.__suppress_context__ = True  # keep the error's own __cause__, if it has one
+        raise error  # noqa: B904
 
 
 class Connection(asyncio.Protocol):

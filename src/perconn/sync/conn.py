@@ -339,6 +339,8 @@ class Conn(ConnBase[Connection, OnConnect]):
                     raise self._read_failed(link, exc, partial=True)  # noqa: B904 (cause set inside)
                 if end < 0:
                     raise timed_out("read", seconds or 0.0)
+                if not link.proven and link.buffer:
+                    self._proved(link)
             elif (end := frame(link.buffer)) < 0:
                 raise self._read_failed(link, link.failure, partial=True)
             self._cursor.owed = None

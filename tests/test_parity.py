@@ -1,0 +1,223 @@
+"""Both front ends, side by side: the same failure raises and logs the same words;
+timeouts name their cause; the stream conventions and ``Conn(address, ...)``."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+
+import pytest
+from conftest import Records
+from fronts import Front
+from servers import Server, blackhole, refusing_port, scaled
+
+import perconn
+
+QUIET = {"retry_min": 0.05, "retry_max": 0.05, "jitter": False}
+
+
+def without_ports(text: str) -> str:
+    """*text* with port numbers blanked, so two runs against different servers compare."""
+    return re.sub(r":\d+\b", ":PORT", text)
+
+
+def messages(records: Records, level: int = logging.WARNING) -> list[str]:
+    return [without_ports(r.getMessage()) for r in records.matching(level)]
+
+
+# -- timeouts name their cause ---------------------------------------------------
+
+
+def test_a_timeout_waiting_for_a_connection_names_the_last_dial_error(
+    front: Front, logger: logging.Logger, records: Records
+) -> None:
+    with refusing_port() as address, front.open(address, logger=logger, **QUIET) as conn:
+        assert records.wait_for(logging.WARNING, perconn.DialError)
+        calls: list[Callable[[], object]] = [
+            lambda: conn.wait_connected(timeout=0.3),
+            lambda: conn.read(10, timeout=0.3),
+            lambda: conn.readexactly(10, timeout=0.3),
+            lambda: conn.write(b"x", timeout=0.3),
+        ]
+        expected = f"not connected to {address} within 0.3 s; last dial: [Errno 111] Connection refused"
+        for call in calls:
+            with pytest.raises(TimeoutError) as info:
+                call()
+            assert str(info.value) == expected
+            assert isinstance(info.value.__cause__, perconn.DialError)
+            assert isinstance(info.value.__cause__.__cause__, ConnectionRefusedError)
+
+
+def test_a_timeout_before_any_dial_failed_says_the_first_dial_is_in_progress(front: Front) -> None:
+    with blackhole() as address, front.open(address) as conn:
+        with pytest.raises(TimeoutError) as info:
+            conn.wait_connected(timeout=0.2)
+        assert str(info.value) == f"not connected to {address} within 0.2 s; the first dial is still in progress"
+        assert info.value.__cause__ is None
+
+
+def test_a_read_timeout_on_a_live_connection_says_how_long(front: Front, echo_server: Server) -> None:
+    with front.open(echo_server.address) as conn:
+        conn.wait_connected(timeout=scaled(5))
+        with pytest.raises(TimeoutError, match=r"^read timed out after 0\.1 s$"):
+            conn.read(1, timeout=0.1)
+        with pytest.raises(TimeoutError, match=r"^read timed out after 0\.15 s$"):
+            conn.readuntil(b"\n", timeout=0.15)
+
+
+# -- one wording, both front ends ------------------------------------------------
+
+
+def run_scenario(front: Front, scenario: Callable[[Front, logging.Logger], list[str]]) -> list[str]:
+    """Run *scenario* with a fresh logger; return what it reported, ports blanked."""
+    records = Records()
+    logger = logging.getLogger(f"perconn.test.parity.{front.name}.{scenario.__name__}")
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    logger.addHandler(records)
+    try:
+        reported = scenario(front, logger)
+    finally:
+        logger.removeHandler(records)
+    return reported + messages(records, logging.INFO)[:1] + messages(records)
+
+
+def refused_dial(front: Front, logger: logging.Logger) -> list[str]:
+    with refusing_port() as address, front.open(address, logger=logger, **QUIET):
+        assert logger.handlers[0].wait_for(logging.WARNING, perconn.DialError, count=2)  # type: ignore[attr-defined]
+    return []
+
+
+def dropped_by_the_peer(front: Front, logger: logging.Logger) -> list[str]:
+    server = Server("tcp4", "echo")
+    try:
+        with front.open(server.address, logger=logger, **QUIET) as conn:
+            conn.write(b"ping")
+            assert conn.readexactly(4, timeout=scaled(5)) == b"ping"
+            conn.write(b"owed")
+            assert conn.readexactly(4, timeout=scaled(5)) == b"owed"
+            conn.write(b"?")  # a reply is owed: the end of the connection is raised to the next read
+            server.drop_clients(reset=False)
+            got = []
+            try:
+                conn.read(1, timeout=scaled(5))
+                got.append(repr(conn.read(1, timeout=scaled(5))))
+            except perconn.ConnectionIOError as exc:
+                got.append(str(exc))
+            return [without_ports(text) for text in got]
+    finally:
+        server.stop()
+
+
+def reset_by_the_peer(front: Front, logger: logging.Logger) -> list[str]:
+    server = Server("tcp4", "sink")
+    try:
+        with front.open(server.address, logger=logger, **QUIET) as conn:
+            conn.wait_connected(timeout=scaled(5))
+            assert server.wait_accepts(1)
+            server.send(b"hello")
+            assert conn.readexactly(5, timeout=scaled(5)) == b"hello"  # it proved itself: redialed at once
+            conn.write(b"x")  # a reply is owed: the end of the connection is raised to the next read
+            server.wait_received(0, 1)
+            server.drop_clients(reset=True)
+            with pytest.raises(perconn.ConnectionIOError) as info:
+                conn.read(1, timeout=scaled(5))
+            assert isinstance(info.value.__cause__, ConnectionResetError)
+            return [without_ports(str(info.value))]
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("scenario", [refused_dial, dropped_by_the_peer, reset_by_the_peer], ids=lambda s: s.__name__)
+def test_both_front_ends_word_a_failure_the_same(
+    scenario: Callable[[Front, logging.Logger], list[str]],
+) -> None:
+    from fronts import AioFront, SyncFront
+
+    aio = AioFront()
+    try:
+        said = {front.name: run_scenario(front, scenario) for front in (SyncFront(), aio)}
+    finally:
+        aio.stop()
+    assert said["sync"] == said["aio"]
+    for text in said["sync"]:
+        assert not text.startswith("perconn")  # the logger's name is the format's to print
+    expected = {
+        "refused_dial": [
+            "dial 127.0.0.1:PORT: [Errno 111] Connection refused (attempt 1); retrying in 0.05 s",
+            "dial 127.0.0.1:PORT: [Errno 111] Connection refused (attempt 2); retrying in 0.05 s",
+        ],
+        "dropped_by_the_peer": [
+            "read 127.0.0.1:PORT: connection closed by peer",
+            "connected to 127.0.0.1:PORT (generation 1, after 1 attempt)",
+            "read 127.0.0.1:PORT: connection closed by peer; generation 1 dropped, reconnecting in 0 s",
+        ],
+        "reset_by_the_peer": [
+            "read 127.0.0.1:PORT: [Errno 104] Connection reset by peer",
+            "connected to 127.0.0.1:PORT (generation 1, after 1 attempt)",
+            "read 127.0.0.1:PORT: [Errno 104] Connection reset by peer; generation 1 dropped, reconnecting in 0 s",
+        ],
+    }[scenario.__name__]
+    assert said["sync"][: len(expected)] == expected
+
+
+def test_the_asyncio_dial_error_keeps_the_loops_own_exception_as_its_cause(front: Front) -> None:
+    records = Records()
+    logger = logging.getLogger(f"perconn.test.parity.cause.{front.name}")
+    logger.propagate = False
+    logger.addHandler(records)
+    try:
+        with refusing_port() as address, front.open(address, logger=logger, **QUIET):
+            assert records.wait_for(logging.WARNING, perconn.DialError)
+    finally:
+        logger.removeHandler(records)
+    error = records.matching(logging.WARNING, perconn.DialError)[0].error  # type: ignore[attr-defined]
+    cause = error.__cause__
+    assert type(cause) is ConnectionRefusedError and str(cause) == "[Errno 111] Connection refused"
+    if front.name == "aio":  # asyncio's own words stay one step further down
+        assert "Connect call failed" in str(cause.__cause__)
+
+
+# -- Conn(address, ...) and the stream conventions ----------------------------------
+
+
+def test_conn_is_callable_like_connect(front: Front, echo_server: Server) -> None:
+    cls = perconn.Conn if front.name == "sync" else perconn.aio.Conn
+    handle = front.connect(echo_server.address)  # through connect()
+    try:
+        direct = front.call(lambda: cls(echo_server.address, dial_timeout=5.0))  # type: ignore[attr-defined]
+    except AttributeError:  # the sync facade has no loop to call on
+        direct = cls(echo_server.address, dial_timeout=5.0)
+    assert type(direct) is type(handle.conn)
+    try:
+        from fronts import Handle
+
+        conn = Handle(direct, handle._call)
+        conn.write(b"hi")
+        assert conn.readexactly(2, timeout=scaled(5)) == b"hi"
+        assert repr(conn.conn).startswith(f"<{cls.__module__}.Conn {echo_server.address} connected")
+    finally:
+        Handle(direct, handle._call).close()
+        handle.close()
+
+
+def test_stream_conventions(front: Front, echo_server: Server) -> None:
+    with front.open(echo_server.address) as conn:
+        assert conn.readexactly(0) == b"" and conn.read(0) == b""
+        conn.write(b"abc")
+        assert conn.readexactly(1, timeout=scaled(5)) == b"a"
+        assert conn.read(10**12, timeout=scaled(5)) == b"bc"  # what is there, not a terabyte allocated
+        conn.write(b"x" * 300_000)
+        got = b""
+        while len(got) < 300_000:
+            got += conn.read(10**12, timeout=scaled(5))
+        assert got == b"x" * 300_000
+
+
+def test_abstract_unix_sockets(front: Front, make_server: Callable[..., Server]) -> None:
+    server = make_server("echo", "abstract")
+    assert server.address.startswith("unix:@")
+    with front.open(server.address) as conn:
+        conn.write(b"abstract")
+        assert conn.readexactly(8, timeout=scaled(5)) == b"abstract"
