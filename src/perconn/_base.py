@@ -3,7 +3,8 @@ read-only accessors over the core (options, lifecycle, the connection that is up
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from ._errors import ClosedConnectionError, GaveUpError
 from ._log import log_callback_failed
@@ -15,7 +16,7 @@ if TYPE_CHECKING:
 
     from ._options import ConnectOptions
 
-__all__ = ["ConnBase"]
+__all__ = ["ConnBase", "LinkBase", "begin_dial", "dial_failed", "install"]
 
 LinkT = TypeVar("LinkT")
 HookT = TypeVar("HookT")
@@ -50,6 +51,20 @@ class ConnBase(Generic[LinkT, HookT]):
         return conn
 
     def _start(self, options: Options) -> None:
+        raise NotImplementedError
+
+    # What the dial thread or task reports, through the module functions below.
+
+    def _begin_dial(self) -> tuple[float | None, int] | None:
+        """The budget of the next dial and the generation it would have, or None if closed."""
+        raise NotImplementedError
+
+    def _dial_failed(self, exc: BaseException) -> float | None:
+        """Record and log a failed dial; the delay before the next one, or None to stop."""
+        raise NotImplementedError
+
+    def _install(self, link: LinkT) -> bool:
+        """Make a freshly dialed connection the current one; False if closed."""
         raise NotImplementedError
 
     @property
@@ -100,3 +115,60 @@ class ConnBase(Generic[LinkT, HookT]):
 
     def __repr__(self) -> str:
         return f"<{self._public_name} {self.address} {self._life.phase.value} generation={self.generation}>"
+
+
+# The dial thread (task) holds its ``Conn`` weakly (a ``weakref.ref``), so that a ``Conn`` dropped
+# without ``close()`` is collected; these take a strong reference only for the
+# moment of the call.
+
+
+def begin_dial(ref: Callable[[], ConnBase[Any, Any] | None]) -> tuple[float | None, int] | None:
+    """``conn._begin_dial()``, or None if the ``Conn`` is gone."""
+    conn = ref()
+    return None if conn is None else conn._begin_dial()
+
+
+def dial_failed(ref: Callable[[], ConnBase[Any, Any] | None], exc: BaseException) -> float | None:
+    """``conn._dial_failed(exc)``, or None if the ``Conn`` is gone."""
+    conn = ref()
+    return None if conn is None else conn._dial_failed(exc)
+
+
+def install(ref: Callable[[], ConnBase[LinkT, Any] | None], link: LinkT) -> bool:
+    """``conn._install(link)``, or False if the ``Conn`` is gone (then close *link*)."""
+    conn = ref()
+    return conn is not None and conn._install(link)
+
+
+class _Stream(Protocol):
+    address: str
+    generation: int
+
+    def extra_info(self, name: str, default: Any = None) -> Any: ...
+
+
+StreamT = TypeVar("StreamT", bound=_Stream)
+
+
+class LinkBase(Generic[StreamT]):
+    """What the ``Link`` of both front ends (the fresh connection an ``on_connect``
+    hook is given) offers besides its I/O methods."""
+
+    def __init__(self, connection: StreamT) -> None:
+        self._c = connection
+
+    @property
+    def address(self) -> str:
+        """The address this connection was made to."""
+        return self._c.address
+
+    @property
+    def generation(self) -> int:
+        """The generation this connection will have once the hook succeeds."""
+        return self._c.generation
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        """Information about the connection, by asyncio's transport names:
+        ``"peername"``, ``"sockname"``, ``"socket"`` (and ``"ssl_object"``,
+        ``"peercert"`` over TLS)."""
+        return self._c.extra_info(name, default)

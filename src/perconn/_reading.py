@@ -21,6 +21,7 @@ the wanted item ends in a buffer, or -1 while it is incomplete.
 
 from __future__ import annotations
 
+import collections
 from asyncio import LimitOverrunError
 from collections.abc import Callable
 from typing import Generic, Protocol, TypeVar
@@ -83,32 +84,42 @@ def ended(stream: Stream, partial: bytes = b"") -> ConnectionIOError:
 
 
 class Cursor(Generic[S]):
-    """The read side's bookkeeping: which connection reads consume, and which
-    one the newest write went to. The front end serialises reads; it calls
-    :meth:`wrote` on every write and :meth:`returned` when a read returns
-    (or sets :attr:`owed` itself, on its hot path).
+    """The read side's bookkeeping: which connection reads consume, which ended
+    connections still owe a reader something, and which one the newest write
+    went to. The front end serialises reads; it calls :meth:`wrote` on every
+    write, :meth:`ending` when a connection ends, :meth:`attach` when one is
+    established, and :meth:`returned` when a read returns.
     """
 
-    __slots__ = ("owed", "reading")
+    __slots__ = ("_owing", "owed", "reading")
 
     def __init__(self) -> None:
         self.reading: S | None = None
-        """The connection reads consume (it may have ended), or None: the live one."""
+        """The connection reads consume (it may have ended), or None: the next one."""
         self.owed: S | None = None
         """The connection the newest write went to since a read last returned."""
+        self._owing: collections.deque[S] = collections.deque()  # ended, not yet read, owing bytes or an end
 
     def wrote(self, stream: S) -> None:
         """A write went out on *stream*."""
         self.owed = stream
+
+    def attach(self, stream: S) -> None:
+        """*stream* is the new live connection; reads start on it unless an older
+        one still owes the reader something."""
+        if self.reading is None and not self._owing:
+            self.reading = stream
 
     def ending(self, stream: S) -> None:
         """*stream* ended (its ``failure`` is set now); call before waking readers.
 
         A reader blocked on it sees the end itself; a later reader is owed it
         only if bytes were left unread or a write went out on it since a read
-        last returned.
+        last returned. Such a connection is read (or discarded) before any newer one.
         """
         stream.owes_end = bool(stream.buffer) or self.owed is stream
+        if stream.owes_end and stream is not self.reading:
+            self._owing.append(stream)
 
     def raised(self, stream: S) -> None:
         """A reader heard of *stream*'s end itself: nobody is owed it any more."""
@@ -117,9 +128,11 @@ class Cursor(Generic[S]):
         if self.owed is stream:
             self.owed = None
 
-    def returned(self) -> None:
-        """A read returned bytes: the reader is owed nothing more (so far)."""
-        self.owed = None
+    def returned(self, stream: S) -> None:
+        """A read returned bytes of *stream*: the reader is owed nothing more from it
+        (a write that went meanwhile to a newer connection is still owed)."""
+        if self.owed is stream:
+            self.owed = None
 
     def pick(self, live: S | None, discarded: Callable[[S, int], None]) -> S | None:
         """The connection the next read consumes (its buffer first, then its
@@ -132,15 +145,19 @@ class Cursor(Generic[S]):
         """
         while True:
             stream = self.reading
-            if stream is None or stream is live:
-                self.reading = live
+            if stream is None:
+                if not self._owing:
+                    self.reading = live
+                    return live
+                stream = self.reading = self._owing.popleft()
+            if stream is live:
                 return live
             owed = self.owed
-            if owed is not None and owed is not stream and owed.generation > stream.generation:
-                if stream.buffer:  # rule 2: a write went to a newer connection
-                    discarded(stream, len(stream.buffer))
-                    stream.buffer.clear()
-                self.reading = owed
+            if owed is not None and owed.generation > stream.generation:
+                self._discard(stream, discarded)  # rule 2: a write went to a newer connection
+                while self._owing and self._owing[0].generation < owed.generation:
+                    self._discard(self._owing.popleft(), discarded)
+                self.reading = None
                 continue
             if stream.buffer or stream.failure is None:
                 return stream  # rule 3: its bytes to the last
@@ -149,3 +166,9 @@ class Cursor(Generic[S]):
                 self.owed = None
             if stream.owes_end:
                 raise ended(stream)
+
+    @staticmethod
+    def _discard(stream: S, discarded: Callable[[S, int], None]) -> None:
+        if stream.buffer:
+            discarded(stream, len(stream.buffer))
+            stream.buffer.clear()

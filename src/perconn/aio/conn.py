@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, TypeVar, cast
 
-from .._base import ConnBase
+from .._base import ConnBase, begin_dial, dial_failed, install
 from .._errors import ConnectionIOError, DialError, reconnect_requested
 from .._log import log_discarded
 from .._messages import not_connected
@@ -133,7 +133,7 @@ class Conn(ConnBase[Connection, OnConnect]):
             return b""
         link = self._cursor.reading
         if link is not None and link is self._link and link.buffer and not self._rlock.locked():
-            self._cursor.owed = None
+            self._cursor.owed = None  # the live connection: no write can be owed on a newer one
             return link.take(n)  # fast path: bytes are already here
         return await self._timed(self._read_frame(some(n)), seconds, "read")
 
@@ -186,7 +186,7 @@ class Conn(ConnBase[Connection, OnConnect]):
         if data.__class__ is not bytes:
             data = check_bytes("data", data)
         link = self._link
-        if link is None or not link.writable_now():
+        if link is None or not link.writable_now() or link.buffer:
             seconds = None if timeout is None else check_timeout(timeout)
             link = await self._timed(self._writable(), seconds, "write")
         elif timeout is not None:
@@ -300,9 +300,19 @@ class Conn(ConnBase[Connection, OnConnect]):
             await self._up.wait()
 
     async def _writable(self) -> Connection:
-        """The live connection once its transport has room."""
+        """The live connection once its transport has room.
+
+        If it holds unread bytes, the loop first runs once: a peer that answered,
+        then closed (a reply, then "BYE"), is seen to be gone before it gets the
+        next request, which then goes to a fresh connection.
+        """
+        looked = False
         while True:
             link = await self._current()
+            if link.buffer and not looked:
+                looked = True
+                await asyncio.sleep(0)
+                continue
             if link.writable_now():
                 return link
             await link.drained()
@@ -332,7 +342,7 @@ class Conn(ConnBase[Connection, OnConnect]):
                     self._cursor.raised(link)
                     raise ended(link, link.take(len(link.buffer)))
                 await link.wait_data()
-            self._cursor.owed = None
+            self._cursor.returned(link)
             return link.take(end)
 
     def _discarded(self, link: Connection, nbytes: int) -> None:
@@ -390,8 +400,7 @@ class Conn(ConnBase[Connection, OnConnect]):
             return False
         self._link = link
         link.installed = True
-        if self._cursor.reading is None:
-            self._cursor.reading = link
+        self._cursor.attach(link)
         self._dialer = None
         proven = link.proven or self._opts.on_connect is not None
         step = self._life.connected(self._loop.time(), link.address, proven=proven)
@@ -434,9 +443,7 @@ async def _dial_loop(ref: weakref.ref[Conn], opts: Options, delay: float) -> Non
     while True:
         if delay > 0:
             await asyncio.sleep(delay)
-        conn = ref()
-        begun = None if conn is None else conn._begin_dial()
-        del conn
+        begun = begin_dial(ref)
         if begun is None:
             return
         budget = begun[0]
@@ -444,15 +451,12 @@ async def _dial_loop(ref: weakref.ref[Conn], opts: Options, delay: float) -> Non
         try:
             link = await within(_dial_once(loop, ref, opts, *begun), budget, expired)
         except Exception as exc:  # OSError (TimeoutError, socket.gaierror) or the hook's
-            conn = ref()
-            next_delay = None if conn is None else conn._dial_failed(exc)
-            del conn
+            next_delay = dial_failed(ref, exc)
             if next_delay is None:
                 return
             delay = next_delay
             continue
-        conn = ref()
-        if conn is None or not conn._install(link):
+        if not install(ref, link):
             link.abort()
         return
 

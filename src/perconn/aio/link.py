@@ -15,6 +15,7 @@ import weakref
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
+from .._base import LinkBase
 from .._errors import ConnectionIOError, peer_closed
 from .._reading import DEFAULT_LIMIT, Frame, exactly, some, until
 from .._validate import check_bytes, check_count, check_separator, check_size, check_timeout, timed_out
@@ -168,6 +169,11 @@ class Connection(asyncio.Protocol):
         if transport.is_closing() and self.failure is None:
             self.failed_op = "write"  # the write itself failed: the transport is being torn down
 
+    def extra_info(self, name: str, default: Any = None) -> Any:
+        """The transport's ``get_extra_info``."""
+        transport = self.transport
+        return default if transport is None else transport.get_extra_info(name, default)
+
     def close(self) -> None:
         """Close gracefully: the transport flushes what it buffered, then closes."""
         if self.transport is not None:
@@ -182,7 +188,7 @@ class Connection(asyncio.Protocol):
             self.end(cause, op, at_once=at_once)
 
 
-class Link:
+class Link(LinkBase[Connection]):
     """The fresh connection, as an ``on_connect`` hook sees it (awaitable
     methods): a stream to run a handshake on before any caller uses it.
 
@@ -192,24 +198,9 @@ class Link:
     """
 
     def __init__(self, connection: Connection, deadline: float | None) -> None:
-        self._c = connection
+        super().__init__(connection)
         self._deadline = deadline
         self._loop = asyncio.get_running_loop()
-
-    @property
-    def address(self) -> str:
-        """The address this connection was made to."""
-        return self._c.address
-
-    @property
-    def generation(self) -> int:
-        """The generation this connection will have once the hook succeeds."""
-        return self._c.generation
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        """The transport's ``get_extra_info`` (``"peername"``, ``"sockname"``, ``"socket"``, ...)."""
-        transport = self._c.transport
-        return default if transport is None else transport.get_extra_info(name, default)
 
     def _seconds(self, timeout: object) -> float | None:
         seconds = check_timeout(timeout)

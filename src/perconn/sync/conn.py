@@ -23,7 +23,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from .._base import ConnBase
+from .._base import ConnBase, begin_dial, dial_failed, install
 from .._errors import ConnectionIOError, DialError, Error, peer_closed, reconnect_requested
 from .._log import log_discarded
 from .._messages import not_connected
@@ -46,8 +46,9 @@ OnConnect = Callable[[Link], object]
 
 IDLE_PROBE_AFTER = 0.001
 """Seconds since a connection's last write after which the next write first
-checks that the peer has not closed it. A busy writer never pays for the check;
-an idle one pays one non-blocking ``recv(MSG_PEEK)``."""
+checks that the peer has not closed it (so does a write while unread bytes are
+buffered). A busy writer never pays for the check; an idle one pays one
+non-blocking ``recv(MSG_PEEK)``."""
 
 CLOSE_BUDGET = 0.08
 """Seconds ``close()`` may spend waiting for other threads to let go of the socket
@@ -148,7 +149,9 @@ class Conn(ConnBase[Connection, OnConnect]):
         link = self._reader(seconds)
         try:
             data = link.take(n) if link.buffer else self._recv(link, n, seconds)
-            self._cursor.owed = None
+            cursor = self._cursor
+            if cursor.owed is link:  # Cursor.returned(), inline on the hot path
+                cursor.owed = None
             return data
         finally:
             self._rlock.release()
@@ -203,7 +206,9 @@ class Conn(ConnBase[Connection, OnConnect]):
             link = self._enter(self._wlock, deadline, seconds)
             try:
                 now = time.monotonic()
-                gone = None if now - link.last_write < IDLE_PROBE_AFTER else link.peer_gone()
+                # Probe an idle connection, or one holding unread bytes: a peer that
+                # answered, then closed (a reply, then "BYE") must not get the next request.
+                gone = None if now - link.last_write < IDLE_PROBE_AFTER and not link.buffer else link.peer_gone()
                 if gone is None:
                     self._cursor.owed = link
                     self._send(link, view, deadline, seconds)
@@ -343,7 +348,7 @@ class Conn(ConnBase[Connection, OnConnect]):
                     self._proved(link)
             elif (end := frame(link.buffer)) < 0:
                 raise self._read_failed(link, link.failure, partial=True)
-            self._cursor.owed = None
+            self._cursor.returned(link)
             return link.take(end)
         finally:
             self._rlock.release()
@@ -527,9 +532,7 @@ def _dial_thread(ref: weakref.ref[Conn], delay: float, retired: Connection | Non
         while True:
             if delay > 0:
                 dialer.sleep(delay)
-            conn = ref()
-            begun = None if conn is None else conn._begin_dial()
-            del conn
+            begun = begin_dial(ref)
             if begun is None:
                 return
             try:
@@ -539,15 +542,12 @@ def _dial_thread(ref: weakref.ref[Conn], delay: float, retired: Connection | Non
                 delay = 0.0
                 continue
             except Exception as exc:
-                conn = ref()
-                next_delay = None if conn is None else conn._dial_failed(exc)
-                del conn
+                next_delay = dial_failed(ref, exc)
                 if next_delay is None:
                     return
                 delay = next_delay
                 continue
-            conn = ref()
-            if conn is None or not conn._install(link):
+            if not install(ref, link):
                 link.sock.close()
             return
     finally:

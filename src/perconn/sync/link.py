@@ -13,6 +13,7 @@ import socket
 import time
 from typing import Any
 
+from .._base import LinkBase
 from .._errors import ConnectionIOError, peer_closed
 from .._reading import DEFAULT_LIMIT, Frame, exactly, some, until
 from .._validate import check_bytes, check_count, check_separator, check_size, check_timeout, timed_out
@@ -129,7 +130,7 @@ class Connection:
         return default
 
 
-class Link:
+class Link(LinkBase[Connection]):
     """The fresh connection, as an ``on_connect`` hook sees it: a stream to run a
     handshake on before any caller of the ``Conn`` uses it.
 
@@ -140,23 +141,8 @@ class Link:
     """
 
     def __init__(self, connection: Connection, deadline: float | None) -> None:
-        self._c = connection
+        super().__init__(connection)
         self._deadline = deadline
-
-    @property
-    def address(self) -> str:
-        """The address this connection was made to."""
-        return self._c.address
-
-    @property
-    def generation(self) -> int:
-        """The generation this connection will have once the hook succeeds."""
-        return self._c.generation
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        """Information about the connection, by asyncio's transport names:
-        ``"peername"``, ``"sockname"``, ``"socket"``."""
-        return self._c.extra_info(name, default)
 
     def _until(self, timeout: object) -> tuple[float | None, float]:
         """The deadline for a call given *timeout*, and the seconds it allows."""
