@@ -177,20 +177,30 @@ def test_max_attempts_one_fails_fast() -> None:
 
 def test_give_up_after_bounds_dials_and_sleeps_by_the_deadline() -> None:
     life = machine(give_up_after=5.0, dial_timeout=3.0)
+    assert life.expired(0.0) is None
     assert life.begin_dial(0.0) == 3.0  # dial_timeout
     assert life.begin_dial(4.0) == 1.0  # what is left before the deadline
     assert life.dial_failed(refused(), 4.0).delay == 1.0
-    life.dial_failed(refused(), 4.5)  # schedule says 2 s: clipped
-    assert life.dial_failed(refused(), 4.8).delay == pytest.approx(0.2)
+    assert life.dial_failed(refused(), 4.5).delay == pytest.approx(0.5)  # the schedule says 2 s: cut at the deadline
+    step = life.expired(5.0)  # the sleep ended at the deadline: give up without dialing again
+    assert step is not None and step.delay is None and life.closed
+    assert life.gave_up is not None and "give_up_after=5.0" in str(life.gave_up)
+    assert life.gave_up.__cause__ is life.last_error and isinstance(life.last_error, DialError)
+    (record,) = logged(step.log)
+    assert record.levelno == logging.ERROR and record.error is life.gave_up  # type: ignore[attr-defined]
+
+
+def test_a_dial_failing_at_the_deadline_gives_up() -> None:
+    life = machine(give_up_after=5.0)
     step = life.dial_failed(refused(), 5.0)
     assert step.delay is None and life.gave_up is not None
-    assert "give_up_after=5.0" in str(life.gave_up)
 
 
 def test_give_up_after_counts_from_the_last_drop() -> None:
     life = machine(give_up_after=5.0)
     life.connected(0.0, "h:1")
     life.dropped(dropped(), 100.0)
+    assert life.expired(101.0) is None
     assert life.begin_dial(101.0) == 4.0  # dial_timeout None: bounded by the deadline alone
     assert life.dial_failed(refused(), 104.0).delay is not None
     assert life.dial_failed(refused(), 105.0).delay is None

@@ -4,7 +4,8 @@ Rules (the front end reports events in this order; anything else is a bug and
 raises ``RuntimeError``):
 
 1. A new machine is DIALING: the front end dials at once.
-2. In DIALING, every dial begins with :meth:`Lifecycle.begin_dial`, which
+2. In DIALING, every dial begins with :meth:`Lifecycle.expired` (which gives
+   up once ``give_up_after`` ran out), then :meth:`Lifecycle.begin_dial`, which
    returns how long the dial may take (``dial_timeout``, shortened to what is
    left before ``give_up_after``).
 3. A failed dial (a failed ``on_connect`` hook included) is reported with
@@ -22,7 +23,8 @@ raises ``RuntimeError``):
 6. A failed dial gives up (the machine closes, :attr:`Lifecycle.gave_up` says
    why) after ``max_attempts`` consecutive failed dials, once ``give_up_after``
    seconds passed without a connection, or at once when the hook raised
-   :class:`GaveUpError`.
+   :class:`GaveUpError`. Its sleep never runs past the ``give_up_after``
+   deadline, where :meth:`Lifecycle.expired` gives up without dialing again.
 7. :meth:`Lifecycle.close` moves any state to CLOSED, for good. Events reported
    after that are ignored (dials racing with close are the norm, not a bug).
 
@@ -170,14 +172,24 @@ class Lifecycle:
 
     # -- dialing ---------------------------------------------------------------
 
+    def expired(self, now: float) -> Step | None:
+        """Before a dial: if ``give_up_after`` seconds passed without a connection,
+        give up (the machine closes; the step logs it) instead of dialing."""
+        deadline = self._deadline()
+        if self.phase is not Phase.DIALING or deadline is None or now < deadline:
+            return None
+        why = f"gave up: not connected within give_up_after={self._give_up_after!r} seconds; last: {self.last_error}"
+        gave_up = self._give_up(why, self.last_error, now)
+        return Step(None, lambda logger: log_gave_up(logger, gave_up))
+
     def begin_dial(self, now: float) -> float | None:
-        """A dial begins: returns how many seconds it may take (None: no bound),
-        never past the ``give_up_after`` deadline."""
+        """A dial begins (:meth:`expired` said not to give up): returns how many
+        seconds it may take (None: no bound), never past the ``give_up_after`` deadline."""
         self.dials += 1
         deadline = self._deadline()
         if deadline is None:
             return self._dial_timeout
-        left = max(0.0, deadline - now)
+        left = deadline - now
         return left if self._dial_timeout is None else min(self._dial_timeout, left)
 
     def _give_up_reason(self, error: DialError, now: float) -> str | None:

@@ -375,24 +375,36 @@ class Conn(ConnBase[Connection, OnConnect]):
         )
 
     def _begin_dial(self) -> tuple[float | None, int] | None:
-        """The budget of the next dial and the generation it would have, or None if closed."""
+        """The budget of the next dial and the generation it would have, or
+        None to stop (closed, or ``give_up_after`` ran out: then it gives up)."""
         if self._closed:
             return None
-        return self._life.begin_dial(self._loop.time()), self._life.generation + 1
+        now = self._loop.time()
+        step = self._life.expired(now)
+        if step is None:
+            return self._life.begin_dial(now), self._life.generation + 1
+        self._stopped()
+        step.log(self._opts.logger)
+        return None
 
     def _dial_failed(self, exc: BaseException) -> float | None:
         """Record and log a failed dial; return the delay before the next one, or
-        None to stop (closed, or gave up: then everything is released)."""
+        None to stop (closed, or gave up)."""
         if self._closed:
             return None
         step = self._life.dial_failed(DialError(self.address, exc), self._loop.time())
-        step.log(self._opts.logger)
         if step.delay is None:
-            self._dialer = None
-            self._closing = self._loop.create_future()
-            self._closing.set_result(None)
-            self._up.set()
+            self._stopped()
+        step.log(self._opts.logger)
         return step.delay
+
+    def _stopped(self) -> None:
+        """The lifecycle gave up: the dial task ends, every waiter wakes to find
+        the ``Conn`` closed, and ``close()`` has nothing left to do."""
+        self._dialer = None
+        self._closing = self._loop.create_future()
+        self._closing.set_result(None)
+        self._up.set()
 
     def _install(self, link: Connection) -> bool:
         """Make a freshly dialed connection the current one; False if closed."""

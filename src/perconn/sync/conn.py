@@ -29,7 +29,7 @@ from .._log import log_discarded
 from .._messages import not_connected
 from .._options import Options, bind_options, document_options
 from .._reading import DEFAULT_LIMIT, Cursor, Frame, exactly, until
-from .._state import Lifecycle, Step
+from .._state import Lifecycle
 from .._validate import check_bytes, check_count, check_separator, check_size, check_timeout, timed_out
 from .dialer import DialAborted, Dialer, connect_first, resolve
 from .link import Connection, Link
@@ -449,25 +449,36 @@ class Conn(ConnBase[Connection, OnConnect]):
 
     def _begin_dial(self) -> tuple[float | None, int] | None:
         """The budget of the next dial and the generation it would have, or
-        None if the ``Conn`` is closed."""
-        with self._lock:
+        None to stop (closed, or ``give_up_after`` ran out: then it gives up)."""
+        with self._cond:
             if self._closed:
                 return None
-            return self._life.begin_dial(time.monotonic()), self._life.generation + 1
+            now = time.monotonic()
+            step = self._life.expired(now)
+            if step is None:
+                return self._life.begin_dial(now), self._life.generation + 1
+            self._stopped()
+        step.log(self._opts.logger)
+        return None
 
     def _dial_failed(self, exc: BaseException) -> float | None:
         """Record and log a failed dial; return the delay before the next one, or
-        None to stop (closed, or gave up: then every waiter is woken)."""
+        None to stop (closed, or gave up)."""
         error = DialError(self.address, exc)
         with self._cond:
             if self._closed:
                 return None
-            step: Step = self._life.dial_failed(error, time.monotonic())
+            step = self._life.dial_failed(error, time.monotonic())
             if step.delay is None:
-                self._dialer = None
-                self._cond.notify_all()
+                self._stopped()
         step.log(self._opts.logger)
         return step.delay
+
+    def _stopped(self) -> None:
+        """The lifecycle gave up (caller holds ``_lock``): the dial thread ends
+        and every waiter wakes to find the ``Conn`` closed."""
+        self._dialer = None
+        self._cond.notify_all()
 
     def _install(self, link: Connection) -> bool:
         """Make a freshly dialed connection the current one; False (and nothing
