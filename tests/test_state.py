@@ -75,7 +75,7 @@ def test_connect_counts_generation_and_attempts() -> None:
     life = machine()
     life.dial_failed(refused(), 0.0)
     life.dial_failed(refused(), 0.0)
-    (record,) = logged(life.connected(100.0, "h:1").log)
+    (record,) = logged(life.established(100.0, "h:1").log)
     assert record.getMessage() == "connected to h:1 (generation 1, after 3 attempts)"
     assert (life.phase, life.generation, life.attempts) == (Phase.CONNECTED, 1, 3)
 
@@ -84,7 +84,7 @@ def test_healthy_drop_redials_at_once_and_resets_the_schedule() -> None:
     life = machine()
     for _ in range(4):
         life.dial_failed(refused(), 0.0)
-    life.connected(100.0, "h:1")
+    life.established(100.0, "h:1")
     step = life.dropped(dropped(), 100.0 + 1.0)  # lived retry_min: it proved itself
     assert step.delay == 0.0
     (record,) = logged(step.log)
@@ -94,7 +94,7 @@ def test_healthy_drop_redials_at_once_and_resets_the_schedule() -> None:
 
 def test_healthy_drop_with_jitter_waits_within_retry_min() -> None:
     life = machine(jitter=True, samples=[0.25])
-    life.connected(0.0, "h:1")
+    life.established(0.0, "h:1")
     assert life.dropped(dropped(), 50.0).delay == 0.25
 
 
@@ -104,7 +104,7 @@ def test_young_deaths_continue_the_schedule() -> None:
     delays = []
     now = 0.0
     for _ in range(7):
-        life.connected(now, "h:1")
+        life.established(now, "h:1")
         now += 0.001
         delay = life.dropped(dropped(), now).delay
         assert delay is not None
@@ -120,7 +120,7 @@ def test_a_young_connection_that_proved_itself_resets_the_schedule(how: str) -> 
     life = machine()
     for _ in range(5):
         life.dial_failed(refused(), 0.0)
-    life.connected(10.0, "h:1", proven=how == "handshake")
+    life.established(10.0, "h:1", proven=how == "handshake")
     if how == "received bytes":
         life.proved()
     assert life.dropped(dropped(), 10.1).delay == 0.0
@@ -130,7 +130,7 @@ def test_a_young_connection_that_proved_itself_resets_the_schedule(how: str) -> 
 def test_dial_failures_after_a_young_death_keep_counting() -> None:
     life = machine()
     life.dial_failed(refused(), 0.0)  # 1
-    life.connected(0.0, "h:1")
+    life.established(0.0, "h:1")
     assert life.dropped(dropped(), 0.5).delay == 2
     assert life.dial_failed(refused(), 0.5).delay == 4
 
@@ -139,7 +139,7 @@ def test_reconnect_redials_at_once_with_the_schedule_reset() -> None:
     life = machine()
     for _ in range(3):
         life.dial_failed(refused(), 0.0)
-    life.connected(0.0, "h:1")
+    life.established(0.0, "h:1")
     assert life.dropped(dropped(), 0.001, at_once=True).delay == 0.0
     assert life.dial_failed(refused(), 0.0).delay == 1.0
     life.dial_failed(refused(), 0.0)
@@ -164,7 +164,7 @@ def test_max_attempts_gives_up_and_closes() -> None:
 def test_max_attempts_counts_consecutive_failures_only() -> None:
     life = machine(max_attempts=2)
     life.dial_failed(refused(), 0.0)
-    life.connected(1.0, "h:1")  # resets the count
+    life.established(1.0, "h:1")  # resets the count
     life.dropped(dropped(), 5.0)
     assert life.dial_failed(refused(), 5.0).delay is not None
     assert life.dial_failed(refused(), 6.0).delay is None
@@ -198,7 +198,7 @@ def test_a_dial_failing_at_the_deadline_gives_up() -> None:
 
 def test_give_up_after_counts_from_the_last_drop() -> None:
     life = machine(give_up_after=5.0)
-    life.connected(0.0, "h:1")
+    life.established(0.0, "h:1")
     life.dropped(dropped(), 100.0)
     assert life.expired(101.0) is None
     assert life.begin_dial(101.0) == 4.0  # dial_timeout None: bounded by the deadline alone
@@ -217,7 +217,7 @@ def test_stats_count_every_event() -> None:
     life.begin_dial(0.0)
     life.dial_failed(refused(), 0.0)
     life.begin_dial(1.0)
-    life.connected(1.5, "h:1")
+    life.established(1.5, "h:1")
     error = dropped()
     life.dropped(error, 9.0)
     stats = life.stats()
@@ -234,7 +234,7 @@ def test_close_is_final_and_idempotent() -> None:
     assert life.closed
     # events racing with close are ignored, not errors
     assert life.dial_failed(refused(), 0.0).delay is None
-    assert life.connected(1.0, "h:1").delay is None and life.generation == 0
+    assert life.established(1.0, "h:1").delay is None and life.generation == 0
     assert life.phase is Phase.CLOSED
 
 
@@ -242,8 +242,8 @@ def test_close_is_final_and_idempotent() -> None:
     "bad",
     [
         lambda life: life.dropped(dropped(), 1.0),  # not connected yet
-        lambda life: (life.connected(0.0, "h:1"), life.connected(1.0, "h:1")),
-        lambda life: (life.connected(0.0, "h:1"), life.dial_failed(refused(), 0.0)),
+        lambda life: (life.established(0.0, "h:1"), life.established(1.0, "h:1")),
+        lambda life: (life.established(0.0, "h:1"), life.dial_failed(refused(), 0.0)),
     ],
 )
 def test_events_out_of_order_are_bugs(bad: Callable[[Lifecycle], object]) -> None:

@@ -11,7 +11,7 @@ raises ``RuntimeError``):
 3. A failed dial (a failed ``on_connect`` hook included) is reported with
    :meth:`Lifecycle.dial_failed`; the k-th consecutive failure sleeps the
    backoff's k-th step.
-4. A successful dial (hook included) is reported with :meth:`Lifecycle.connected`;
+4. A successful dial (hook included) is reported with :meth:`Lifecycle.established`;
    the machine is CONNECTED and the generation increases.
 5. A connection *proves itself* when its hook succeeded, when it received bytes
    (:meth:`Lifecycle.proved`) or when it lived ``retry_min`` seconds. When it
@@ -227,13 +227,13 @@ class Lifecycle:
             delay = min(delay, max(0.0, deadline - now))
         return Step(delay, lambda logger: log_dial_failed(logger, error, attempt, delay))
 
-    def connected(self, now: float, address: str, *, proven: bool = False) -> Step:
+    def established(self, now: float, address: str, *, proven: bool = False) -> Step:
         """A dial (and its hook) to *address* succeeded at *now*; the new
         generation is :attr:`generation`.
 
         *proven*: the connection already proved itself (its ``on_connect`` ran).
         """
-        if not self._expect(Phase.DIALING, "connected"):
+        if not self._expect(Phase.DIALING, "established"):
             return _IGNORED
         self.attempts += 1
         self._failed_dials = 0

@@ -5,7 +5,7 @@ and rules as :mod:`perconn`'s synchronous ``Conn``."""
 from __future__ import annotations
 
 from .._reading import DEFAULT_LIMIT
-from .conn import CLOSE_BUDGET, Conn, OnConnect, connect
+from .conn import FLUSH_ON_CLOSE, Conn, OnConnect, connect
 from .link import Link
 
-__all__ = ["CLOSE_BUDGET", "DEFAULT_LIMIT", "Conn", "Link", "OnConnect", "connect"]
+__all__ = ["DEFAULT_LIMIT", "FLUSH_ON_CLOSE", "Conn", "Link", "OnConnect", "connect"]

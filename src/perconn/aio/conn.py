@@ -38,14 +38,14 @@ if TYPE_CHECKING:
 
     from .._options import ConnectOptions
 
-__all__ = ["CLOSE_BUDGET", "Conn", "OnConnect", "connect"]
+__all__ = ["FLUSH_ON_CLOSE", "Conn", "OnConnect", "connect"]
 
 T = TypeVar("T")
 
 OnConnect = Callable[[Link], Awaitable[object]]
 """The type of the asyncio ``on_connect`` hook: a coroutine function taking a :class:`Link`."""
 
-CLOSE_BUDGET = 0.05
+FLUSH_ON_CLOSE = 0.05
 """Seconds ``close()`` lets a transport flush its buffer before aborting it
 (the contract is 100 ms for the whole of ``close()``)."""
 
@@ -220,7 +220,7 @@ class Conn(ConnBase[Connection, OnConnect]):
         Finishes within 100 ms whatever the state (a running ``on_connect``
         included): wakes every pending call with :class:`ClosedConnectionError`,
         cancels and awaits the dial task, and closes the transport (letting it
-        flush for at most :data:`CLOSE_BUDGET` seconds, then aborting it).
+        flush for at most :data:`FLUSH_ON_CLOSE` seconds, then aborting it).
         """
         if self._closing is not None:
             await asyncio.shield(self._closing)
@@ -246,7 +246,7 @@ class Conn(ConnBase[Connection, OnConnect]):
             dialer.cancel()
             await asyncio.wait([dialer])
         if links:
-            _, flushing = await asyncio.wait([link.lost for link in links], timeout=CLOSE_BUDGET)
+            _, flushing = await asyncio.wait([link.lost for link in links], timeout=FLUSH_ON_CLOSE)
             for link in links:
                 if link.lost in flushing:
                     link.abort()
@@ -415,7 +415,7 @@ class Conn(ConnBase[Connection, OnConnect]):
         self._cursor.attach(link)
         self._dialer = None
         proven = link.proven or self._opts.on_connect is not None
-        step = self._life.connected(self._loop.time(), link.address, proven=proven)
+        step = self._life.established(self._loop.time(), link.address, proven=proven)
         self._up.set()
         step.log(self._opts.logger)
         if link.failure is not None:  # it ended between its handshake and now

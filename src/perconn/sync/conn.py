@@ -489,7 +489,7 @@ class Conn(ConnBase[Connection, OnConnect]):
             now = time.monotonic()
             link.last_write = now
             self._link = link
-            step = self._life.connected(now, link.address, proven=self._opts.on_connect is not None)
+            step = self._life.established(now, link.address, proven=self._opts.on_connect is not None)
             self._dialer = None
             self._cond.notify_all()
         step.log(self._opts.logger)
