@@ -3,10 +3,12 @@ read-only accessors over the core (options, lifecycle, the connection that is up
 
 from __future__ import annotations
 
+import contextlib
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
-from ._errors import ClosedConnectionError, GaveUpError
+from ._errors import ClosedConnectionError, DialError, GaveUpError
 from ._log import log_callback_failed
 from ._options import Options, bind_options
 from ._state import Lifecycle, Stats
@@ -53,15 +55,42 @@ class ConnBase(Generic[LinkT, HookT]):
     def _start(self, options: Options) -> None:
         raise NotImplementedError
 
+    def _guard(self) -> contextlib.AbstractContextManager[object]:
+        """What makes a change of state atomic (the synchronous ``Conn``'s lock)."""
+        raise NotImplementedError
+
+    def _stopped(self) -> None:
+        """The lifecycle gave up (inside :meth:`_guard`): stop dialing, wake every waiter."""
+        raise NotImplementedError
+
     # What the dial thread or task reports, through the module functions below.
 
     def _begin_dial(self) -> tuple[float | None, int] | None:
-        """The budget of the next dial and the generation it would have, or None if closed."""
-        raise NotImplementedError
+        """The budget of the next dial and the generation it would have, or
+        None to stop (closed, or ``give_up_after`` ran out: then it gives up)."""
+        with self._guard():
+            if self._closed:
+                return None
+            now = time.monotonic()
+            step = self._life.expired(now)
+            if step is None:
+                return self._life.begin_dial(now), self._life.generation + 1
+            self._stopped()
+        step.log(self._opts.logger)
+        return None
 
     def _dial_failed(self, exc: BaseException) -> float | None:
-        """Record and log a failed dial; the delay before the next one, or None to stop."""
-        raise NotImplementedError
+        """Record and log a failed dial; return the delay before the next one, or
+        None to stop (closed, or gave up)."""
+        error = DialError(self.address, exc)
+        with self._guard():
+            if self._closed:
+                return None
+            step = self._life.dial_failed(error, time.monotonic())
+            if step.delay is None:
+                self._stopped()
+        step.log(self._opts.logger)
+        return step.delay
 
     def _install(self, link: LinkT) -> bool:
         """Make a freshly dialed connection the current one; False if closed."""

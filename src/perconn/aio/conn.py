@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import time
 import warnings
 import weakref
 from collections.abc import Awaitable, Callable
@@ -24,7 +25,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, TypeVar, cast
 
 from .._base import ConnBase, begin_dial, dial_failed, install
-from .._errors import ConnectionIOError, DialError, reconnect_requested
+from .._errors import ConnectionIOError, reconnect_requested
 from .._log import log_discarded
 from .._messages import not_connected
 from .._options import Options, bind_options, document_options
@@ -93,7 +94,7 @@ class Conn(ConnBase[Connection, OnConnect]):
         # Last: until it exists, __del__ takes this for a half-made Conn and stays quiet.
         self._life = Lifecycle(
             options.backoff,
-            self._loop.time(),
+            time.monotonic(),
             dial_timeout=options.dial_timeout,
             max_attempts=options.max_attempts,
             give_up_after=options.give_up_after,
@@ -227,7 +228,7 @@ class Conn(ConnBase[Connection, OnConnect]):
             return
         self._closing = self._loop.create_future()
         try:
-            self._life.close(self._loop.time())
+            self._life.close(time.monotonic())
             await self._shut()
         finally:
             self._closing.set_result(None)
@@ -275,19 +276,22 @@ class Conn(ConnBase[Connection, OnConnect]):
 
     # -- waiting --------------------------------------------------------------
 
-    async def _timed(self, aw: Awaitable[T], seconds: float | None, op: str) -> T:
-        """Await *aw* for at most *seconds*. A timeout while no connection is up
-        says why (the address, the wait, the last error, as ``__cause__``)."""
+    def _timed(self, aw: Awaitable[T], seconds: float | None, op: str) -> Awaitable[T]:
+        """*aw*, bounded by *seconds* (None: *aw* itself, no extra coroutine on the
+        hot path). A timeout while no connection is up says why (the address, the
+        wait, the last error, as ``__cause__``)."""
+        if seconds is None:
+            return aw
 
         def expired() -> BaseException:
             if self._link is None and not self._closed:
                 last = self._life.last_error
-                error = TimeoutError(not_connected(self.address, seconds or 0.0, last))
+                error = TimeoutError(not_connected(self.address, seconds, last))
                 error.__cause__ = last
                 return error
-            return timed_out(op, seconds or 0.0)
+            return timed_out(op, seconds)
 
-        return await within(aw, seconds, expired)
+        return within(aw, seconds, expired)
 
     async def _current(self) -> Connection:
         """The live connection, waiting for one if none is up."""
@@ -363,7 +367,7 @@ class Conn(ConnBase[Connection, OnConnect]):
         self._link = None
         self._up.clear()
         error = ConnectionIOError(link.failed_op, link.failure, address=link.address)
-        step = self._life.dropped(error, self._loop.time(), at_once=at_once)
+        step = self._life.dropped(error, time.monotonic(), at_once=at_once)
         step.log(self._opts.logger)
         self._start_dialer(step.delay or 0.0)
         self._callback("on_disconnect", error)
@@ -374,29 +378,8 @@ class Conn(ConnBase[Connection, OnConnect]):
             name=f"perconn-dial {self.address}",
         )
 
-    def _begin_dial(self) -> tuple[float | None, int] | None:
-        """The budget of the next dial and the generation it would have, or
-        None to stop (closed, or ``give_up_after`` ran out: then it gives up)."""
-        if self._closed:
-            return None
-        now = self._loop.time()
-        step = self._life.expired(now)
-        if step is None:
-            return self._life.begin_dial(now), self._life.generation + 1
-        self._stopped()
-        step.log(self._opts.logger)
-        return None
-
-    def _dial_failed(self, exc: BaseException) -> float | None:
-        """Record and log a failed dial; return the delay before the next one, or
-        None to stop (closed, or gave up)."""
-        if self._closed:
-            return None
-        step = self._life.dial_failed(DialError(self.address, exc), self._loop.time())
-        if step.delay is None:
-            self._stopped()
-        step.log(self._opts.logger)
-        return step.delay
+    def _guard(self) -> contextlib.AbstractContextManager[object]:
+        return contextlib.nullcontext()  # one thread: nothing to guard
 
     def _stopped(self) -> None:
         """The lifecycle gave up: the dial task ends, every waiter wakes to find
@@ -415,7 +398,7 @@ class Conn(ConnBase[Connection, OnConnect]):
         self._cursor.attach(link)
         self._dialer = None
         proven = link.proven or self._opts.on_connect is not None
-        step = self._life.established(self._loop.time(), link.address, proven=proven)
+        step = self._life.established(time.monotonic(), link.address, proven=proven)
         self._up.set()
         step.log(self._opts.logger)
         if link.failure is not None:  # it ended between its handshake and now

@@ -24,7 +24,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from .._base import ConnBase, begin_dial, dial_failed, install
-from .._errors import ConnectionIOError, DialError, Error, peer_closed, reconnect_requested
+from .._errors import ConnectionIOError, Error, peer_closed, reconnect_requested
 from .._log import log_discarded
 from .._messages import not_connected
 from .._options import Options, bind_options, document_options
@@ -447,32 +447,8 @@ class Conn(ConnBase[Connection, OnConnect]):
         self._dialer = Dialer(f"perconn-dial {self.address}")
         self._dialer.start(functools.partial(_dial_thread, weakref.ref(self), delay, retired))
 
-    def _begin_dial(self) -> tuple[float | None, int] | None:
-        """The budget of the next dial and the generation it would have, or
-        None to stop (closed, or ``give_up_after`` ran out: then it gives up)."""
-        with self._cond:
-            if self._closed:
-                return None
-            now = time.monotonic()
-            step = self._life.expired(now)
-            if step is None:
-                return self._life.begin_dial(now), self._life.generation + 1
-            self._stopped()
-        step.log(self._opts.logger)
-        return None
-
-    def _dial_failed(self, exc: BaseException) -> float | None:
-        """Record and log a failed dial; return the delay before the next one, or
-        None to stop (closed, or gave up)."""
-        error = DialError(self.address, exc)
-        with self._cond:
-            if self._closed:
-                return None
-            step = self._life.dial_failed(error, time.monotonic())
-            if step.delay is None:
-                self._stopped()
-        step.log(self._opts.logger)
-        return step.delay
+    def _guard(self) -> contextlib.AbstractContextManager[object]:
+        return self._cond
 
     def _stopped(self) -> None:
         """The lifecycle gave up (caller holds ``_lock``): the dial thread ends
