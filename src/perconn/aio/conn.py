@@ -136,6 +136,8 @@ class Conn(ConnBase[Connection, OnConnect]):
         if link is not None and link is self._link and link.buffer and not self._rlock.locked():
             self._cursor.owed = None  # the live connection: no write can be owed on a newer one
             return link.take(n)  # fast path: bytes are already here
+        if seconds is None:
+            return await self._read_frame(some(n))
         return await self._timed(self._read_frame(some(n)), seconds, "read")
 
     async def readexactly(self, n: int, timeout: float | None = None) -> bytes:
@@ -192,7 +194,10 @@ class Conn(ConnBase[Connection, OnConnect]):
             link = await self._timed(self._writable(), seconds, "write")
         elif timeout is not None:
             check_timeout(timeout)
-        link.write(data)
+        transport = link.transport
+        transport.write(data)  # type: ignore[union-attr]
+        if transport.is_closing():  # type: ignore[union-attr]
+            link.wrote_into_failure()
         self._cursor.owed = link
         return len(data)
 
@@ -340,13 +345,15 @@ class Conn(ConnBase[Connection, OnConnect]):
             if link is None or link is not self._link:  # not simply reading the live connection
                 link = await self._reader()
             while (end := frame(link.buffer)) < 0:
-                if self._closed:
+                if self._life.closed:
                     raise self._closed_error()
                 if link.failure is not None:
                     self._cursor.raised(link)
                     raise ended(link, link.take(len(link.buffer)))
                 await link.wait_data()
-            self._cursor.returned(link)
+            cursor = self._cursor
+            if cursor.owed is link:  # Cursor.returned(), inline on the hot path
+                cursor.owed = None
             return link.take(end)
 
     def _discarded(self, link: Connection, nbytes: int) -> None:

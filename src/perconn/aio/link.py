@@ -166,8 +166,13 @@ class Connection(asyncio.Protocol):
         transport = self.transport
         assert transport is not None
         transport.write(data)
-        if transport.is_closing() and self.failure is None:
-            self.failed_op = "write"  # the write itself failed: the transport is being torn down
+        if transport.is_closing():
+            self.wrote_into_failure()
+
+    def wrote_into_failure(self) -> None:
+        """A write found the transport failing: the write path noticed the end."""
+        if self.failure is None:
+            self.failed_op = "write"
 
     def extra_info(self, name: str, default: Any = None) -> Any:
         """The transport's ``get_extra_info``."""

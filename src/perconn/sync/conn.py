@@ -32,7 +32,7 @@ from .._reading import DEFAULT_LIMIT, Cursor, Frame, exactly, until
 from .._state import Lifecycle
 from .._validate import check_bytes, check_count, check_separator, check_size, check_timeout, timed_out
 from .dialer import DialAborted, Dialer, connect_first, resolve
-from .link import Connection, Link
+from .link import MAX_CHUNK, Connection, Link
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -146,10 +146,13 @@ class Conn(ConnBase[Connection, OnConnect]):
         seconds = None if timeout is None else check_timeout(timeout)
         if (n.__class__ is not int or n < 1) and not check_count("n", n):
             return b""
-        link = self._reader(seconds)
+        deadline = None if seconds is None else time.monotonic() + seconds
+        link = self._enter(self._rlock, deadline, seconds)
         try:
-            data = link.take(n) if link.buffer else self._recv(link, n, seconds)
             cursor = self._cursor
+            if cursor.reading is not link:
+                link = self._pick(link)
+            data = link.take(n) if link.buffer else self._recv(link, n, deadline, seconds)
             if cursor.owed is link:  # Cursor.returned(), inline on the hot path
                 cursor.owed = None
             return data
@@ -312,22 +315,12 @@ class Conn(ConnBase[Connection, OnConnect]):
             lock.release()
             self._wait_link(deadline, seconds)
 
-    def _reader(self, seconds: float | None) -> Connection:
-        """Take ``_rlock`` and return the connection reads consume now (see
-        :mod:`perconn._reading`), waiting for one if none is up."""
-        deadline = None if seconds is None else time.monotonic() + seconds
-        while True:
-            link = self._enter(self._rlock, deadline, seconds)
-            cursor = self._cursor
-            if cursor.reading is link:
-                return link
-            try:
-                picked = cursor.pick(link, self._discarded)
-            except BaseException:
-                self._rlock.release()
-                raise
-            assert picked is not None  # the live connection, if nothing older comes first
-            return picked
+    def _pick(self, live: Connection) -> Connection:
+        """The connection reads consume now, given the *live* one (the caller holds
+        ``_rlock``): see :mod:`perconn._reading`."""
+        picked = self._cursor.pick(live, self._discarded)
+        assert picked is not None  # the live connection, if nothing older comes first
+        return picked
 
     # -- I/O on one connection ------------------------------------------------
 
@@ -335,8 +328,10 @@ class Conn(ConnBase[Connection, OnConnect]):
         """Read the item *frame* finds, from the connection reads consume."""
         seconds = check_timeout(timeout)
         deadline = None if seconds is None else time.monotonic() + seconds
-        link = self._reader(seconds)
+        link = self._enter(self._rlock, deadline, seconds)
         try:
+            if self._cursor.reading is not link:
+                link = self._pick(link)
             if link.failure is None:
                 try:
                     end = link.fill(frame, deadline)
@@ -353,10 +348,13 @@ class Conn(ConnBase[Connection, OnConnect]):
         finally:
             self._rlock.release()
 
-    def _recv(self, link: Connection, n: int, seconds: float | None) -> bytes:
+    def _recv(self, link: Connection, n: int, deadline: float | None, seconds: float | None) -> bytes:
         """Receive 1 to *n* bytes from *link* (the caller holds ``_rlock``)."""
         try:
-            data = link.recv(n, None if seconds is None else time.monotonic() + seconds)
+            if deadline is None:  # the hot path, inline
+                data: bytes | None = link.sock.recv(n if n <= MAX_CHUNK else MAX_CHUNK)
+            else:
+                data = link.recv(n, deadline)
         except OSError as exc:
             raise self._read_failed(link, exc)  # noqa: B904 (the cause is set inside)
         if data is None:
@@ -370,6 +368,9 @@ class Conn(ConnBase[Connection, OnConnect]):
     def _send(self, link: Connection, view: bytes | memoryview, deadline: float | None, seconds: float | None) -> None:
         """Send all of *view* on *link* (the caller holds ``_wlock``)."""
         try:
+            if deadline is None:  # the hot path, inline
+                link.sock.sendall(view)
+                return
             sent = link.send(view, deadline)
         except OSError as exc:
             raise self._io_failed(link, "write", exc)  # noqa: B904 (the cause is set inside)
