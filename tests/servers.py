@@ -42,8 +42,9 @@ class Server:
     - ``sink``: record everything received, answer nothing.
     - ``no_read``: accept and never read (the client's writes back up).
     - ``reply_bye``: a line server answering one request per connection: for the
-      first full line ``X\\n`` it sends ``REP X\\nBYE\\n`` (one send where possible),
-      then closes once that is flushed; anything the client sends after is ignored.
+      first full line ``X\\n`` it sends ``REP X\\nBYE\\n`` and closes, the reply and
+      the FIN in one TCP segment (so a client that read the reply can see the
+      close); anything the client sends after is ignored.
 
     ``stop()`` closes the listener and every connection (a server going away);
     ``start()`` listens again on the same address (a server coming back).
@@ -262,6 +263,8 @@ class Server:
                 return
         backlog = len(out or b"")
         if not backlog and sock in self._closing:
+            with suppress(OSError):  # the FIN right behind the last bytes (corked: with them)
+                sock.shutdown(socket.SHUT_WR)
             self._close_client(sock)
             return
         wanted = (selectors.EVENT_READ if backlog < (1 << 20) else 0) | (selectors.EVENT_WRITE if backlog else 0)
@@ -327,6 +330,8 @@ class Server:
             self._close_client(sock)
         elif self.mode == "reply_bye" and b"\n" in data:
             line = bytes(got[: got.find(b"\n")])
+            if sock.family != socket.AF_UNIX:  # the reply and the FIN leave in one segment
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
             self._queue(sock, b"REP " + line + b"\nBYE\n")
             if sock in self._clients:  # the send may have found it gone
                 self._close_after_flush(sock)

@@ -311,15 +311,18 @@ class Conn(ConnBase[Connection, OnConnect]):
     async def _writable(self) -> Connection:
         """The live connection once its transport has room.
 
-        If it holds unread bytes, the loop first runs once: a peer that answered,
-        then closed (a reply, then "BYE"), is seen to be gone before it gets the
-        next request, which then goes to a fresh connection.
+        If it holds unread bytes, the loop first polls for I/O: a peer that
+        answered, then closed (a reply, then "BYE"), is seen to be gone before it
+        gets the next request, which then goes to a fresh connection. (Two yields:
+        asyncio runs a task woken by the first before the I/O callbacks of the
+        poll that follows it.)
         """
         looked = False
         while True:
             link = await self._current()
             if link.buffer and not looked:
                 looked = True
+                await asyncio.sleep(0)
                 await asyncio.sleep(0)
                 continue
             if link.writable_now():
