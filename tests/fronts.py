@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -23,14 +23,14 @@ class Front:
     name: str
 
     @contextmanager
-    def open(self, address: str, **options: Any) -> Iterator[Handle]:
+    def open(self, address: str | Sequence[str], **options: Any) -> Iterator[Handle]:
         handle = self.connect(address, **options)
         try:
             yield handle
         finally:
             handle.close()
 
-    def connect(self, address: str, **options: Any) -> Handle:
+    def connect(self, address: str | Sequence[str], **options: Any) -> Handle:
         raise NotImplementedError
 
 
@@ -55,7 +55,7 @@ class Handle:
 class SyncFront(Front):
     name = "sync"
 
-    def connect(self, address: str, **options: Any) -> Handle:
+    def connect(self, address: str | Sequence[str], **options: Any) -> Handle:
         return Handle(perconn.connect(address, **options), lambda fn: fn())
 
 
@@ -82,7 +82,7 @@ class AioFront(Front):
             raise error
         return result
 
-    def connect(self, address: str, **options: Any) -> Handle:
+    def connect(self, address: str | Sequence[str], **options: Any) -> Handle:
         return Handle(self.call(lambda: perconn.aio.connect(address, **options)), self.call)
 
     def stop(self) -> None:

@@ -75,7 +75,11 @@ def test_bad_arguments_are_named_and_lose_nothing(
     ("options", "error", "message"),
     [
         ({"address": "tcp://h:1"}, ValueError, "address='tcp://h:1': scheme tcp:// is not supported"),
-        ({"address": 7}, TypeError, "address must be a str, got int: 7"),
+        ({"address": 7}, TypeError, "address must be a str or a sequence of str, got int: 7"),
+        ({"address": []}, ValueError, "address must name at least one address, got []"),
+        ({"address": ["h:1", "h"]}, ValueError, "address[1]: address='h': missing \":port\""),
+        ({"address": ["h:1", 2]}, TypeError, "address[1]: address must be a str, got int: 2"),
+        ({"address": "h:1", "keepalive": 0}, ValueError, "keepalive must be a finite number > 0, got 0"),
         ({"address": "h:1", "retry_min": "1"}, TypeError, "retry_min must be a number of seconds, got str: '1'"),
         ({"address": "h:1", "max_attempts": 0}, ValueError, "max_attempts must be >= 1 or None, got 0"),
     ],

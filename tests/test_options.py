@@ -46,7 +46,7 @@ def test_bad_options_are_named(overrides: dict[str, Any], error: type[Exception]
 def test_defaults() -> None:
     opts = make_options("localhost:7")
     assert opts.logger is logging.getLogger("perconn")
-    assert opts.dial_timeout is None
+    assert opts.dial_timeout == 30.0 and opts.keepalive == 30.0
     assert (opts.backoff.retry_min, opts.backoff.retry_max, opts.backoff.jitter) == (1.0, 60.0, True)
 
 

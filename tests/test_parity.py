@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
+import socket
 from collections.abc import Callable
 
 import pytest
@@ -13,6 +14,7 @@ from fronts import Front
 from servers import Server, blackhole, refusing_port, scaled
 
 import perconn
+from perconn._sockopts import keepalive_plan
 
 QUIET = {"retry_min": 0.05, "retry_max": 0.05, "jitter": False}
 
@@ -221,3 +223,37 @@ def test_abstract_unix_sockets(front: Front, make_server: Callable[..., Server])
     with front.open(server.address) as conn:
         conn.write(b"abstract")
         assert conn.readexactly(8, timeout=scaled(5)) == b"abstract"
+
+
+# -- production transport: keepalive, several addresses ------------------------------
+
+
+def test_every_tcp_connection_gets_the_keepalive_options(front: Front, echo_server: Server) -> None:
+    with front.open(echo_server.address, keepalive=10.0) as conn:
+        conn.wait_connected(timeout=scaled(5))
+        link = conn.conn._link
+        sock = link.sock if front.name == "sync" else link.transport.get_extra_info("socket")
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) != 0
+        plan = keepalive_plan(10.0)
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == plan.idle
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL) == plan.interval
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT) == plan.count
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT) == 10000
+
+
+def test_several_addresses_are_tried_in_order(
+    front: Front, make_server: Callable[..., Server], logger: logging.Logger, records: Records
+) -> None:
+    second = make_server("echo")
+    with refusing_port() as first, front.open([first, second.address], logger=logger, **QUIET) as conn:
+        conn.write(b"hi")
+        assert conn.readexactly(2, timeout=scaled(5)) == b"hi"
+        assert conn.stats.address == second.address == conn.address
+        assert conn.stats.dial_failures == 1
+        (warning,) = records.matching(logging.WARNING, perconn.DialError)
+        assert warning.getMessage() == (
+            f"dial {first}: [Errno 111] Connection refused (attempt 1); trying {second.address} next"
+        )
+        (info,) = records.matching(logging.INFO)
+        assert info.getMessage() == f"connected to {second.address} (generation 1, after 1 attempt)"

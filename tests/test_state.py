@@ -10,13 +10,17 @@ from collections.abc import Callable
 import pytest
 
 from perconn import ConnectionIOError, DialError, GaveUpError
+from perconn._address import parse_address
 from perconn._backoff import Backoff
 from perconn._state import Lifecycle, Phase
+
+ADDRESSES = ["h:1"]
 
 
 def machine(jitter: bool = False, samples: list[float] | None = None, **limits: object) -> Lifecycle:
     source = itertools.cycle(samples or [0.5])
-    return Lifecycle(Backoff(1.0, 8.0, jitter), 0.0, random=lambda: next(source), **limits)  # type: ignore[arg-type]
+    addresses = tuple(parse_address(a) for a in ADDRESSES)
+    return Lifecycle(Backoff(1.0, 8.0, jitter), 0.0, addresses, random=lambda: next(source), **limits)  # type: ignore[arg-type]
 
 
 def refused() -> DialError:
@@ -75,7 +79,7 @@ def test_connect_counts_generation_and_attempts() -> None:
     life = machine()
     life.dial_failed(refused(), 0.0)
     life.dial_failed(refused(), 0.0)
-    (record,) = logged(life.established(100.0, "h:1").log)
+    (record,) = logged(life.established(100.0).log)
     assert record.getMessage() == "connected to h:1 (generation 1, after 3 attempts)"
     assert (life.phase, life.generation, life.attempts) == (Phase.CONNECTED, 1, 3)
 
@@ -84,7 +88,7 @@ def test_healthy_drop_redials_at_once_and_resets_the_schedule() -> None:
     life = machine()
     for _ in range(4):
         life.dial_failed(refused(), 0.0)
-    life.established(100.0, "h:1")
+    life.established(100.0)
     step = life.dropped(dropped(), 100.0 + 1.0)  # lived retry_min: it proved itself
     assert step.delay == 0.0
     (record,) = logged(step.log)
@@ -94,7 +98,7 @@ def test_healthy_drop_redials_at_once_and_resets_the_schedule() -> None:
 
 def test_healthy_drop_with_jitter_waits_within_retry_min() -> None:
     life = machine(jitter=True, samples=[0.25])
-    life.established(0.0, "h:1")
+    life.established(0.0)
     assert life.dropped(dropped(), 50.0).delay == 0.25
 
 
@@ -104,7 +108,7 @@ def test_young_deaths_continue_the_schedule() -> None:
     delays = []
     now = 0.0
     for _ in range(7):
-        life.established(now, "h:1")
+        life.established(now)
         now += 0.001
         delay = life.dropped(dropped(), now).delay
         assert delay is not None
@@ -120,7 +124,7 @@ def test_a_young_connection_that_proved_itself_resets_the_schedule(how: str) -> 
     life = machine()
     for _ in range(5):
         life.dial_failed(refused(), 0.0)
-    life.established(10.0, "h:1", proven=how == "handshake")
+    life.established(10.0, proven=how == "handshake")
     if how == "received bytes":
         life.proved()
     assert life.dropped(dropped(), 10.1).delay == 0.0
@@ -130,7 +134,7 @@ def test_a_young_connection_that_proved_itself_resets_the_schedule(how: str) -> 
 def test_dial_failures_after_a_young_death_keep_counting() -> None:
     life = machine()
     life.dial_failed(refused(), 0.0)  # 1
-    life.established(0.0, "h:1")
+    life.established(0.0)
     assert life.dropped(dropped(), 0.5).delay == 2
     assert life.dial_failed(refused(), 0.5).delay == 4
 
@@ -139,7 +143,7 @@ def test_reconnect_redials_at_once_with_the_schedule_reset() -> None:
     life = machine()
     for _ in range(3):
         life.dial_failed(refused(), 0.0)
-    life.established(0.0, "h:1")
+    life.established(0.0)
     assert life.dropped(dropped(), 0.001, at_once=True).delay == 0.0
     assert life.dial_failed(refused(), 0.0).delay == 1.0
     life.dial_failed(refused(), 0.0)
@@ -164,7 +168,7 @@ def test_max_attempts_gives_up_and_closes() -> None:
 def test_max_attempts_counts_consecutive_failures_only() -> None:
     life = machine(max_attempts=2)
     life.dial_failed(refused(), 0.0)
-    life.established(1.0, "h:1")  # resets the count
+    life.established(1.0)  # resets the count
     life.dropped(dropped(), 5.0)
     assert life.dial_failed(refused(), 5.0).delay is not None
     assert life.dial_failed(refused(), 6.0).delay is None
@@ -178,8 +182,8 @@ def test_max_attempts_one_fails_fast() -> None:
 def test_give_up_after_bounds_dials_and_sleeps_by_the_deadline() -> None:
     life = machine(give_up_after=5.0, dial_timeout=3.0)
     assert life.expired(0.0) is None
-    assert life.begin_dial(0.0) == 3.0  # dial_timeout
-    assert life.begin_dial(4.0) == 1.0  # what is left before the deadline
+    assert life.begin_dial(0.0)[1] == 3.0  # dial_timeout
+    assert life.begin_dial(4.0)[1] == 1.0  # what is left before the deadline
     assert life.dial_failed(refused(), 4.0).delay == 1.0
     assert life.dial_failed(refused(), 4.5).delay == pytest.approx(0.5)  # the schedule says 2 s: cut at the deadline
     step = life.expired(5.0)  # the sleep ended at the deadline: give up without dialing again
@@ -190,6 +194,15 @@ def test_give_up_after_bounds_dials_and_sleeps_by_the_deadline() -> None:
     assert record.levelno == logging.ERROR and record.error is life.gave_up  # type: ignore[attr-defined]
 
 
+def test_a_sleep_that_ends_a_little_early_still_gives_up_at_the_deadline() -> None:
+    """Timers may wake a little before the deadline they were set for: the dial it
+    was the last sleep before is not begun with microseconds left."""
+    life = machine(give_up_after=5.0)
+    assert life.dial_failed(refused(), 4.5).delay == pytest.approx(0.5)
+    step = life.expired(4.99995)
+    assert step is not None and life.closed and life.gave_up is not None
+
+
 def test_a_dial_failing_at_the_deadline_gives_up() -> None:
     life = machine(give_up_after=5.0)
     step = life.dial_failed(refused(), 5.0)
@@ -198,10 +211,10 @@ def test_a_dial_failing_at_the_deadline_gives_up() -> None:
 
 def test_give_up_after_counts_from_the_last_drop() -> None:
     life = machine(give_up_after=5.0)
-    life.established(0.0, "h:1")
+    life.established(0.0)
     life.dropped(dropped(), 100.0)
     assert life.expired(101.0) is None
-    assert life.begin_dial(101.0) == 4.0  # dial_timeout None: bounded by the deadline alone
+    assert life.begin_dial(101.0)[1] == 4.0  # dial_timeout None: bounded by the deadline alone
     assert life.dial_failed(refused(), 104.0).delay is not None
     assert life.dial_failed(refused(), 105.0).delay is None
 
@@ -217,7 +230,7 @@ def test_stats_count_every_event() -> None:
     life.begin_dial(0.0)
     life.dial_failed(refused(), 0.0)
     life.begin_dial(1.0)
-    life.established(1.5, "h:1")
+    life.established(1.5)
     error = dropped()
     life.dropped(error, 9.0)
     stats = life.stats()
@@ -234,7 +247,7 @@ def test_close_is_final_and_idempotent() -> None:
     assert life.closed
     # events racing with close are ignored, not errors
     assert life.dial_failed(refused(), 0.0).delay is None
-    assert life.established(1.0, "h:1").delay is None and life.generation == 0
+    assert life.established(1.0).delay is None and life.generation == 0
     assert life.phase is Phase.CLOSED
 
 
@@ -242,10 +255,31 @@ def test_close_is_final_and_idempotent() -> None:
     "bad",
     [
         lambda life: life.dropped(dropped(), 1.0),  # not connected yet
-        lambda life: (life.established(0.0, "h:1"), life.established(1.0, "h:1")),
-        lambda life: (life.established(0.0, "h:1"), life.dial_failed(refused(), 0.0)),
+        lambda life: (life.established(0.0), life.established(1.0)),
+        lambda life: (life.established(0.0), life.dial_failed(refused(), 0.0)),
     ],
 )
 def test_events_out_of_order_are_bugs(bad: Callable[[Lifecycle], object]) -> None:
     with pytest.raises(RuntimeError, match="reported in phase"):
         bad(machine())
+
+
+def test_a_round_tries_every_address_in_order_and_counts_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(f"{__name__}.ADDRESSES", ["a:1", "b:2", "c:3"])
+    life = machine(max_attempts=2)
+    seen = []
+    for _ in range(3):
+        address, _ = life.begin_dial(0.0)
+        seen.append(address.text)
+        step = life.dial_failed(DialError(address.text, ConnectionRefusedError(111, "Connection refused")), 0.0)
+    assert seen == ["a:1", "b:2", "c:3"]
+    assert step.delay == 1.0 and life.attempts == 1  # one failure in the schedule for the whole round
+    assert life.dial_failures == 3 and life.dials == 3
+    records = logged(life.dial_failed(refused(), 0.0).log)  # a:1 again: the next round starts from the first
+    assert records[0].getMessage() == "dial h:1: [Errno 111] Connection refused (attempt 2); trying b:2 next"
+    address, _ = life.begin_dial(0.0)
+    assert address.text == "b:2"
+    life.established(1.0)
+    assert life.address is not None and life.address.text == "b:2" and life.stats().address == "b:2"
+    life.dropped(dropped(), 10.0)
+    assert life.begin_dial(10.0)[0].text == "a:1"  # after a drop: the preferred first address again

@@ -10,9 +10,10 @@ from __future__ import annotations
 import ipaddress
 import re
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["Address", "parse_address"]
+__all__ = ["Address", "parse_address", "parse_addresses"]
 
 UNIX_PREFIX = "unix:"
 FORMS = '"host:port", "[v6addr]:port", "unix:/path/to/socket" or "unix:@name"'
@@ -93,3 +94,21 @@ def parse_address(address: object) -> Address:
     if not 1 <= port <= 65535:
         raise _bad(address, f"port {port} out of range 1..65535")
     return Address(text=address, host=host, port=port)
+
+
+def parse_addresses(address: object) -> tuple[Address, ...]:
+    """Parse one address (a ``str``) or a non-empty sequence of them, in order of
+    preference; errors name the element at fault (``address[1]='...'``)."""
+    if isinstance(address, str):
+        return (parse_address(address),)
+    if isinstance(address, (bytes, bytearray)) or not isinstance(address, Sequence):
+        raise TypeError(f"address must be a str or a sequence of str, got {type(address).__name__}: {address!r:.80}")
+    if not address:
+        raise ValueError(f"address must name at least one address, got {address!r}")
+    parsed = []
+    for i, each in enumerate(address):
+        try:
+            parsed.append(parse_address(each))
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"address[{i}]: {exc}") from None
+    return tuple(parsed)

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
+from ._address import Address
 from ._errors import ClosedConnectionError, DialError, GaveUpError
 from ._log import log_callback_failed
 from ._options import Options, bind_options
@@ -39,7 +40,7 @@ class ConnBase(Generic[LinkT, HookT]):
 
     if TYPE_CHECKING:
 
-        def __init__(self, address: str, **options: Unpack[ConnectOptions[HookT]]) -> None: ...
+        def __init__(self, address: str | Sequence[str], **options: Unpack[ConnectOptions[HookT]]) -> None: ...
 
     else:
 
@@ -65,16 +66,16 @@ class ConnBase(Generic[LinkT, HookT]):
 
     # What the dial thread or task reports, through the module functions below.
 
-    def _begin_dial(self) -> tuple[float | None, int] | None:
-        """The budget of the next dial and the generation it would have, or
-        None to stop (closed, or ``give_up_after`` ran out: then it gives up)."""
+    def _begin_dial(self) -> tuple[Address, float | None, int] | None:
+        """The address of the next dial, its budget and the generation it would
+        have, or None to stop (closed, or ``give_up_after`` ran out: then it gives up)."""
         with self._guard():
             if self._closed:
                 return None
             now = time.monotonic()
             step = self._life.expired(now)
             if step is None:
-                return self._life.begin_dial(now), self._life.generation + 1
+                return (*self._life.begin_dial(now), self._life.generation + 1)
             self._stopped()
         step.log(self._opts.logger)
         return None
@@ -82,11 +83,10 @@ class ConnBase(Generic[LinkT, HookT]):
     def _dial_failed(self, exc: BaseException) -> float | None:
         """Record and log a failed dial; return the delay before the next one, or
         None to stop (closed, or gave up)."""
-        error = DialError(self.address, exc)
         with self._guard():
             if self._closed:
                 return None
-            step = self._life.dial_failed(error, time.monotonic())
+            step = self._life.dial_failed(DialError(self._life.dialing.text, exc), time.monotonic())
             if step.delay is None:
                 self._stopped()
         step.log(self._opts.logger)
@@ -124,8 +124,10 @@ class ConnBase(Generic[LinkT, HookT]):
 
     @property
     def address(self) -> str:
-        """The remote address, as given to ``connect``."""
-        return self._opts.address.text
+        """The remote address, as given to ``connect``; of several, the one of the
+        current or last connection (the first before any)."""
+        address = self._life.address or self._opts.addresses[0]
+        return address.text
 
     @property
     def closed(self) -> bool:
@@ -151,7 +153,7 @@ class ConnBase(Generic[LinkT, HookT]):
 # moment of the call.
 
 
-def begin_dial(ref: Callable[[], ConnBase[Any, Any] | None]) -> tuple[float | None, int] | None:
+def begin_dial(ref: Callable[[], ConnBase[Any, Any] | None]) -> tuple[Address, float | None, int] | None:
     """``conn._begin_dial()``, or None if the ``Conn`` is gone."""
     conn = ref()
     return None if conn is None else conn._begin_dial()

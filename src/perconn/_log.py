@@ -15,10 +15,13 @@ from ._options import LoggerLike
 __all__ = ["log_callback_failed", "log_connected", "log_dial_failed", "log_discarded", "log_dropped", "log_gave_up"]
 
 
-def log_dial_failed(logger: LoggerLike, error: DialError, attempt: int, delay: float | None) -> None:
-    """WARNING: a dial failed; the next one follows after *delay* seconds (None: giving up)."""
+def log_dial_failed(
+    logger: LoggerLike, error: DialError, attempt: int, delay: float | None, following: str | None = None
+) -> None:
+    """WARNING: a dial failed; the next one follows after *delay* seconds (None:
+    giving up), to the *following* address of the same round if there is one."""
     extra = {"error": error, "attempt": attempt, "delay": delay}
-    logger.warning("%s", _messages.dialed(error, attempt, delay), extra=extra)
+    logger.warning("%s", _messages.dialed(error, attempt, delay, following), extra=extra)
 
 
 def log_dropped(logger: LoggerLike, error: ConnectionIOError, generation: int, delay: float) -> None:

@@ -110,9 +110,13 @@ def not_connected(address: str, seconds: float, last_error: BaseException | None
 # -- log records (each names what failed, how, and what happens next) ---------
 
 
-def dialed(error: BaseException, attempt: int, delay: float | None) -> str:
-    """WARNING: a dial failed and the next follows after *delay* seconds (None: giving up)."""
-    then = "giving up" if delay is None else f"retrying in {duration(delay)}"
+def dialed(error: BaseException, attempt: int, delay: float | None, following: str | None = None) -> str:
+    """WARNING: a dial failed and the next follows after *delay* seconds (None:
+    giving up), to the *following* address of the same round if there is one."""
+    if following is not None:
+        then = f"trying {following} next"
+    else:
+        then = "giving up" if delay is None else f"retrying in {duration(delay)}"
     return f"{error} (attempt {attempt}); {then}"
 
 

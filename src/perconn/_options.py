@@ -11,11 +11,11 @@ from __future__ import annotations
 import inspect
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, Union
 
-from ._address import Address, parse_address
+from ._address import Address, parse_addresses
 from ._backoff import DEFAULT_RETRY_MAX, DEFAULT_RETRY_MIN, Backoff
 
 if TYPE_CHECKING:
@@ -23,11 +23,27 @@ if TYPE_CHECKING:
 
     from ._errors import ConnectionIOError
 
-__all__ = ["ConnectOptions", "LoggerLike", "Options", "bind_options", "document_options", "make_options"]
+__all__ = [
+    "DEFAULT_DIAL_TIMEOUT",
+    "DEFAULT_KEEPALIVE",
+    "ConnectOptions",
+    "LoggerLike",
+    "Options",
+    "bind_options",
+    "document_options",
+    "make_options",
+]
 
 LoggerLike = Union[logging.Logger, "logging.LoggerAdapter[logging.Logger]"]
 
 DEFAULT_LOGGER_NAME = "perconn"
+
+DEFAULT_DIAL_TIMEOUT = 30.0
+"""Seconds: the default bound of one dial (a connection that will never come is
+given up on in the order of gRPC's 20 s)."""
+
+DEFAULT_KEEPALIVE = 30.0
+"""Seconds: by default a dead peer is noticed within this long."""
 
 HookT = TypeVar("HookT")
 
@@ -46,13 +62,15 @@ if TYPE_CHECKING:
         on_disconnect: Callable[[ConnectionIOError], object] | None
         max_attempts: int | None
         give_up_after: float | None
+        keepalive: float | None
 
 
 @dataclass(frozen=True)
 class Options:
     """Everything a front end needs to run one persistent connection."""
 
-    address: Address
+    addresses: tuple[Address, ...]
+    """Where to dial, in order of preference (one, or several for failover)."""
     dial_timeout: float | None
     logger: LoggerLike
     backoff: Backoff
@@ -60,6 +78,12 @@ class Options:
     on_disconnect: Callable[[Any], object] | None = None
     max_attempts: int | None = None
     give_up_after: float | None = None
+    keepalive: float | None = DEFAULT_KEEPALIVE
+
+    @property
+    def label(self) -> str:
+        """The address(es), as messages name them."""
+        return ", ".join(a.text for a in self.addresses)
 
 
 def _kind(value: object) -> str:
@@ -85,9 +109,9 @@ def _callback(name: str, value: object) -> Callable[[Any], object] | None:
 
 
 def make_options(
-    address: str,
+    address: str | Sequence[str],
     *,
-    dial_timeout: float | None = None,
+    dial_timeout: float | None = DEFAULT_DIAL_TIMEOUT,
     logger: LoggerLike | None = None,
     retry_min: float = DEFAULT_RETRY_MIN,
     retry_max: float = DEFAULT_RETRY_MAX,
@@ -96,14 +120,17 @@ def make_options(
     on_disconnect: Callable[[Any], object] | None = None,
     max_attempts: int | None = None,
     give_up_after: float | None = None,
+    keepalive: float | None = DEFAULT_KEEPALIVE,
 ) -> Options:
     """Validate the arguments of ``Conn``/``connect`` and bundle them.
 
     Args:
         address: ``"host:port"``, ``"[v6addr]:port"``, ``"unix:/path/to/socket"``
-            or ``"unix:@name"`` (a Linux abstract socket).
-        dial_timeout: seconds for one dial attempt (connecting and ``on_connect``
-            together); None leaves connecting to the OS.
+            or ``"unix:@name"`` (a Linux abstract socket); or a non-empty sequence
+            of them, tried in order on every dial round (failover).
+        dial_timeout: seconds for one dial attempt of one address (connecting and
+            ``on_connect`` together; default :data:`DEFAULT_DIAL_TIMEOUT`); None
+            leaves connecting to the OS.
         logger: a ``logging.Logger`` or ``LoggerAdapter``; receives a WARNING per
             failed dial and per dropped connection, an INFO per established
             connection and an ERROR on giving up. None means ``logging.getLogger("perconn")``.
@@ -117,13 +144,17 @@ def make_options(
             established connection ends (never for ``close()``).
         max_attempts: give up after this many consecutive failed dials (None: never).
         give_up_after: give up after this many seconds without a connection (None: never).
+        keepalive: seconds within which a peer that vanished (no FIN, no RST) is
+            noticed on an established TCP connection, idle or not (default
+            :data:`DEFAULT_KEEPALIVE`; see :mod:`perconn._sockopts`); None leaves
+            the OS defaults.
 
     Raises:
         TypeError: an argument has the wrong type (named in the message, with its value).
         ValueError: an argument has a bad value (malformed address, non-positive
             or non-finite seconds, ``retry_max < retry_min``).
     """
-    addr = parse_address(address)
+    addresses = parse_addresses(address)
     timeout = _seconds("dial_timeout", dial_timeout, allow_none=True)
     rmin = _seconds("retry_min", retry_min)
     rmax = _seconds("retry_max", retry_max)
@@ -142,7 +173,7 @@ def make_options(
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be >= 1 or None, got {max_attempts!r}")
     return Options(
-        address=addr,
+        addresses=addresses,
         dial_timeout=timeout,
         logger=logger,
         backoff=Backoff(rmin, rmax, jitter),
@@ -150,6 +181,7 @@ def make_options(
         on_disconnect=_callback("on_disconnect", on_disconnect),
         max_attempts=max_attempts,
         give_up_after=_seconds("give_up_after", give_up_after, allow_none=True),
+        keepalive=_seconds("keepalive", keepalive, allow_none=True),
     )
 
 

@@ -40,6 +40,7 @@ import random as _random
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ._address import Address
 from ._backoff import Backoff
 from ._errors import ConnectionIOError, DialError, Error, GaveUpError
 from ._log import log_connected, log_dial_failed, log_dropped, log_gave_up
@@ -84,6 +85,7 @@ class Stats:
         dial_failures: dials that failed, a failed ``on_connect`` included.
         connections: connections established (the ``generation``).
         drops: established connections that ended (not counting ``close()``).
+        address: the address of the current or last connection (None before the first).
         last_error: the newest :class:`DialError` or :class:`ConnectionIOError`, or None.
         state: ``"dialing"``, ``"connected"`` or ``"closed"``.
         state_since: ``time.monotonic()`` when it entered that state.
@@ -93,6 +95,7 @@ class Stats:
     dial_failures: int
     connections: int
     drops: int
+    address: str | None
     last_error: Error | None
     state: str
     state_since: float
@@ -104,8 +107,11 @@ class Lifecycle:
     Args:
         backoff: the policy computing each delay.
         now: the monotonic time the ``Conn`` was made.
-        dial_timeout: seconds one dial may take (None: no bound).
-        max_attempts: consecutive failed dials before giving up (None: never).
+        addresses: where to dial, in order of preference. A dial round tries them
+            in turn until one connects; a round that fails counts as one failure
+            (one attempt) in the backoff schedule. Every round starts from the first.
+        dial_timeout: seconds one dial (of one address) may take (None: no bound).
+        max_attempts: consecutive failed rounds before giving up (None: never).
         give_up_after: seconds without a connection before giving up (None: never).
         random: source of uniform samples in [0, 1); injected for tests.
     """
@@ -114,6 +120,7 @@ class Lifecycle:
         self,
         backoff: Backoff,
         now: float,
+        addresses: tuple[Address, ...],
         *,
         dial_timeout: float | None = None,
         max_attempts: int | None = None,
@@ -121,6 +128,10 @@ class Lifecycle:
         random: Callable[[], float] = _random.random,
     ) -> None:
         self.backoff = backoff
+        self._addresses = addresses
+        self._next = 0  # which address of the round is dialed next
+        self.address: Address | None = None
+        """The address of the current or last connection (None before the first)."""
         self._random = random
         self._dial_timeout = dial_timeout
         self._max_attempts = max_attempts
@@ -143,6 +154,7 @@ class Lifecycle:
         self._failures = 0  # k of the backoff schedule
         self._established_at = 0.0
         self._proven = False
+        self._expire_at_next_dial = False  # the last sleep ran to the give_up_after deadline
 
     def _expect(self, phase: Phase, event: str) -> bool:
         if self.phase is Phase.CLOSED:
@@ -176,21 +188,29 @@ class Lifecycle:
         """Before a dial: if ``give_up_after`` seconds passed without a connection,
         give up (the machine closes; the step logs it) instead of dialing."""
         deadline = self._deadline()
-        if self.phase is not Phase.DIALING or deadline is None or now < deadline:
+        if self.phase is not Phase.DIALING or deadline is None:
+            return None
+        if now < deadline and not self._expire_at_next_dial:
             return None
         why = f"gave up: not connected within give_up_after={self._give_up_after!r} seconds; last: {self.last_error}"
         gave_up = self._give_up(why, self.last_error, now)
         return Step(None, lambda logger: log_gave_up(logger, gave_up))
 
-    def begin_dial(self, now: float) -> float | None:
-        """A dial begins (:meth:`expired` said not to give up): returns how many
-        seconds it may take (None: no bound), never past the ``give_up_after`` deadline."""
+    @property
+    def dialing(self) -> Address:
+        """The address the dial in progress (or the next one) is made to."""
+        return self._addresses[self._next]
+
+    def begin_dial(self, now: float) -> tuple[Address, float | None]:
+        """A dial begins (:meth:`expired` said not to give up): returns the address
+        to dial and how many seconds it may take (None: no bound), never past the
+        ``give_up_after`` deadline."""
         self.dials += 1
         deadline = self._deadline()
         if deadline is None:
-            return self._dial_timeout
+            return self.dialing, self._dial_timeout
         left = deadline - now
-        return left if self._dial_timeout is None else min(self._dial_timeout, left)
+        return self.dialing, left if self._dial_timeout is None else min(self._dial_timeout, left)
 
     def _give_up_reason(self, error: DialError, now: float) -> str | None:
         if isinstance(error.__cause__, GaveUpError):
@@ -207,11 +227,16 @@ class Lifecycle:
         gave up (``delay`` None), it is closed and :attr:`gave_up` says why."""
         if not self._expect(Phase.DIALING, "dial_failed"):
             return _IGNORED
-        self.attempts += 1
         self.dial_failures += 1
-        self._failed_dials += 1
         self.last_error = error
-        attempt = self.attempts
+        attempt = self.attempts + 1
+        self._next += 1
+        if self._next < len(self._addresses) and not isinstance(error.__cause__, GaveUpError):
+            following = self.dialing.text  # the round goes on with the next address
+            return Step(0.0, lambda logger: log_dial_failed(logger, error, attempt, 0.0, following))
+        self._next = 0
+        self.attempts += 1
+        self._failed_dials += 1
         why = self._give_up_reason(error, now)
         if why is not None:
             gave_up = self._give_up(why, error, now)
@@ -223,18 +248,23 @@ class Lifecycle:
             return Step(None, log)
         delay = self._next_failure_delay()
         deadline = self._deadline()
-        if deadline is not None:
-            delay = min(delay, max(0.0, deadline - now))
+        if deadline is not None and now + delay >= deadline:
+            # The sleep ends at the deadline, and there it gives up (whatever a clock
+            # that wakes a little early says): no dial is begun with no time left.
+            delay = max(0.0, deadline - now)
+            self._expire_at_next_dial = True
         return Step(delay, lambda logger: log_dial_failed(logger, error, attempt, delay))
 
-    def established(self, now: float, address: str, *, proven: bool = False) -> Step:
-        """A dial (and its hook) to *address* succeeded at *now*; the new
+    def established(self, now: float, *, proven: bool = False) -> Step:
+        """The dial (and its hook) to :attr:`dialing` succeeded at *now*; the new
         generation is :attr:`generation`.
 
         *proven*: the connection already proved itself (its ``on_connect`` ran).
         """
         if not self._expect(Phase.DIALING, "established"):
             return _IGNORED
+        address = self.address = self.dialing
+        self._next = 0
         self.attempts += 1
         self._failed_dials = 0
         self._enter(Phase.CONNECTED, now)
@@ -242,7 +272,7 @@ class Lifecycle:
         self._established_at = now
         self._proven = proven
         generation, attempts = self.generation, self.attempts
-        return Step(None, lambda logger: log_connected(logger, address, generation, attempts))
+        return Step(None, lambda logger: log_connected(logger, address.text, generation, attempts))
 
     def proved(self) -> None:
         """The current connection received bytes from the peer: it proved itself."""
@@ -258,6 +288,7 @@ class Lifecycle:
         self.drops += 1
         self.last_error = error
         self.attempts = 0
+        self._next = 0  # every round starts from the preferred address
         self._enter(Phase.DIALING, now)
         self._down_since = now
         if at_once or self._proven or now - self._established_at >= self.backoff.retry_min:
@@ -270,8 +301,9 @@ class Lifecycle:
 
     def redial_now(self) -> None:
         """While dialing: the program asked to dial at once (``reconnect()``); the
-        schedule starts over."""
+        schedule starts over, from the first address."""
         self._failures = 0
+        self._next = 0
 
     def close(self, now: float) -> bool:
         """Close for good; returns True the first time only."""
@@ -288,6 +320,7 @@ class Lifecycle:
             dial_failures=self.dial_failures,
             connections=self.generation,
             drops=self.drops,
+            address=None if self.address is None else self.address.text,
             last_error=self.last_error,
             state=self.phase.value,
             state_since=self.state_since,

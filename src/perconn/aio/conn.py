@@ -20,16 +20,18 @@ import functools
 import time
 import warnings
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, TypeVar, cast
 
+from .._address import Address
 from .._base import ConnBase, begin_dial, dial_failed, install
 from .._errors import ConnectionIOError, reconnect_requested
 from .._log import log_discarded
 from .._messages import not_connected
 from .._options import Options, bind_options, document_options
 from .._reading import DEFAULT_LIMIT, Cursor, Frame, ended, exactly, some, until
+from .._sockopts import tcp_options
 from .._state import Lifecycle
 from .._validate import check_bytes, check_count, check_separator, check_size, check_timeout, timed_out
 from .link import Connection, Link, within
@@ -95,6 +97,7 @@ class Conn(ConnBase[Connection, OnConnect]):
         self._life = Lifecycle(
             options.backoff,
             time.monotonic(),
+            options.addresses,
             dial_timeout=options.dial_timeout,
             max_attempts=options.max_attempts,
             give_up_after=options.give_up_after,
@@ -291,7 +294,7 @@ class Conn(ConnBase[Connection, OnConnect]):
         def expired() -> BaseException:
             if self._link is None and not self._closed:
                 last = self._life.last_error
-                error = TimeoutError(not_connected(self.address, seconds, last))
+                error = TimeoutError(not_connected(self._opts.label, seconds, last))
                 error.__cause__ = last
                 return error
             return timed_out(op, seconds)
@@ -408,7 +411,7 @@ class Conn(ConnBase[Connection, OnConnect]):
         self._cursor.attach(link)
         self._dialer = None
         proven = link.proven or self._opts.on_connect is not None
-        step = self._life.established(time.monotonic(), link.address, proven=proven)
+        step = self._life.established(time.monotonic(), proven=proven)
         self._up.set()
         step.log(self._opts.logger)
         if link.failure is not None:  # it ended between its handshake and now
@@ -417,13 +420,19 @@ class Conn(ConnBase[Connection, OnConnect]):
 
 
 async def _dial_once(
-    loop: asyncio.AbstractEventLoop, ref: weakref.ref[Conn], opts: Options, budget: float | None, generation: int
+    loop: asyncio.AbstractEventLoop,
+    ref: weakref.ref[Conn],
+    opts: Options,
+    address: Address,
+    budget: float | None,
+    generation: int,
 ) -> Connection:
-    """One dial: resolve (through the loop's resolver), connect, run ``on_connect``."""
-    address = opts.address
+    """One dial of *address*: resolve (through the loop's resolver), connect, run ``on_connect``."""
+
+    options = tcp_options(opts.keepalive)
 
     def factory() -> Connection:
-        return Connection(ref, loop, address.text)
+        return Connection(ref, loop, address.text, options)
 
     if address.is_unix:
         _, link = await loop.create_unix_connection(factory, address.unix_sockaddr)
@@ -451,7 +460,7 @@ async def _dial_loop(ref: weakref.ref[Conn], opts: Options, delay: float) -> Non
         begun = begin_dial(ref)
         if begun is None:
             return
-        budget = begun[0]
+        budget = begun[1]
         expired = functools.partial(timed_out, "connect", budget or 0.0)
         try:
             link = await within(_dial_once(loop, ref, opts, *begun), budget, expired)
@@ -484,7 +493,7 @@ _connect.__module__ = "perconn.aio"
 
 if TYPE_CHECKING:
 
-    def connect(address: str, **options: Unpack[ConnectOptions[OnConnect]]) -> Conn: ...
+    def connect(address: str | Sequence[str], **options: Unpack[ConnectOptions[OnConnect]]) -> Conn: ...
 
 else:
     connect = _connect

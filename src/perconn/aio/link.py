@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import socket
 import sys
 import weakref
 from collections.abc import Awaitable, Callable
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from .._base import LinkBase
 from .._errors import ConnectionIOError, peer_closed
 from .._reading import DEFAULT_LIMIT, Frame, exactly, some, until
+from .._sockopts import SockOpt
 from .._validate import check_bytes, check_count, check_separator, check_size, check_timeout, timed_out
 
 if TYPE_CHECKING:
@@ -46,8 +48,11 @@ async def within(aw: Awaitable[T], seconds: float | None, timeout: Callable[[], 
 class Connection(asyncio.Protocol):
     """One connection: its transport, what it received, and who waits on it."""
 
-    def __init__(self, conn: weakref.ref[Conn], loop: asyncio.AbstractEventLoop, address: str) -> None:
+    def __init__(
+        self, conn: weakref.ref[Conn], loop: asyncio.AbstractEventLoop, address: str, options: list[SockOpt]
+    ) -> None:
         self._conn = conn
+        self._options = options
         self._loop = loop
         self.address = address
         self.generation = 0  # set when dialed
@@ -68,6 +73,10 @@ class Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's do not subclass it
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            for level, option, value in self._options:  # see perconn._sockopts
+                sock.setsockopt(level, option, value)
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data

@@ -19,16 +19,18 @@ import threading
 import time
 import warnings
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+from .._address import Address
 from .._base import ConnBase, begin_dial, dial_failed, install
 from .._errors import ConnectionIOError, Error, peer_closed, reconnect_requested
 from .._log import log_discarded
 from .._messages import not_connected
 from .._options import Options, bind_options, document_options
 from .._reading import DEFAULT_LIMIT, Cursor, Frame, exactly, until
+from .._sockopts import tcp_options
 from .._state import Lifecycle
 from .._validate import check_bytes, check_count, check_separator, check_size, check_timeout, timed_out
 from .dialer import DialAborted, Dialer, connect_first, resolve
@@ -93,6 +95,7 @@ class Conn(ConnBase[Connection, OnConnect]):
         self._life = Lifecycle(
             options.backoff,
             time.monotonic(),
+            options.addresses,
             dial_timeout=options.dial_timeout,
             max_attempts=options.max_attempts,
             give_up_after=options.give_up_after,
@@ -296,7 +299,7 @@ class Conn(ConnBase[Connection, OnConnect]):
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         last = self._life.last_error
-                        error = TimeoutError(not_connected(self.address, seconds or 0.0, last))
+                        error = TimeoutError(not_connected(self._opts.label, seconds or 0.0, last))
                         error.__cause__ = last
                         raise error
                     self._cond.wait(remaining)
@@ -466,7 +469,7 @@ class Conn(ConnBase[Connection, OnConnect]):
             now = time.monotonic()
             link.last_write = now
             self._link = link
-            step = self._life.established(now, link.address, proven=self._opts.on_connect is not None)
+            step = self._life.established(now, proven=self._opts.on_connect is not None)
             self._dialer = None
             self._cond.notify_all()
         step.log(self._opts.logger)
@@ -481,16 +484,16 @@ class Conn(ConnBase[Connection, OnConnect]):
         _warn(message, ResourceWarning, source=self)
 
 
-def _dial_once(opts: Options, dialer: Dialer, budget: float | None, generation: int) -> Connection:
-    """One dial: resolve, connect, run ``on_connect``. Raises what failed."""
+def _dial_once(opts: Options, dialer: Dialer, address: Address, budget: float | None, generation: int) -> Connection:
+    """One dial of *address*: resolve, connect, run ``on_connect``. Raises what failed."""
     deadline = None if budget is None else time.monotonic() + budget
     dialer.resolving = True
     try:
-        targets = resolve(opts.address)
+        targets = resolve(address)
     finally:
         dialer.resolving = False
-    sock = connect_first(opts.address, targets, budget, dialer.wake_r)
-    link = Connection(sock, opts.address.text, generation, time.monotonic())
+    sock = connect_first(address, targets, budget, dialer.wake_r, tcp_options(opts.keepalive))
+    link = Connection(sock, address.text, generation, time.monotonic())
     hook = opts.on_connect
     if hook is None:
         return link
@@ -556,7 +559,7 @@ _connect.__module__ = "perconn"
 
 if TYPE_CHECKING:
 
-    def connect(address: str, **options: Unpack[ConnectOptions[OnConnect]]) -> Conn: ...
+    def connect(address: str | Sequence[str], **options: Unpack[ConnectOptions[OnConnect]]) -> Conn: ...
 
 else:
     connect = _connect

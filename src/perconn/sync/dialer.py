@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 
 from .._address import Address
+from .._sockopts import SockOpt
 from .._validate import timed_out
 
 SockAddr = tuple[object, ...] | str
@@ -43,20 +44,18 @@ def wait_fd(fd: int, events: int, deadline: float | None, wake_fd: int = -1) -> 
     return seen
 
 
-def configure(sock: socket.socket) -> None:
-    """Options every established TCP connection gets, as Go's dialer sets them:
-    no Nagle delay (request/response protocols) and TCP keepalive (so a peer
-    that vanished is eventually noticed even on an idle connection)."""
+def configure(sock: socket.socket, options: list[SockOpt]) -> None:
+    """Give an established TCP connection *options* (see :mod:`perconn._sockopts`)."""
     if sock.family in (socket.AF_INET, socket.AF_INET6):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        for level, option, value in options:
+            sock.setsockopt(level, option, value)
 
 
 Target = tuple[int, int, SockAddr]
 """(family, proto, sockaddr): one address to try."""
 
 
-def _connect_one(target: Target, deadline: float | None, wake_fd: int) -> socket.socket:
+def _connect_one(target: Target, deadline: float | None, wake_fd: int, options: list[SockOpt]) -> socket.socket:
     family, proto, sockaddr = target
     sock = socket.socket(family, socket.SOCK_STREAM, proto)
     try:
@@ -69,7 +68,7 @@ def _connect_one(target: Target, deadline: float | None, wake_fd: int) -> socket
         if err:
             raise OSError(err, os.strerror(err))
         sock.setblocking(True)
-        configure(sock)
+        configure(sock, options)
         return sock
     except BaseException:
         sock.close()
@@ -89,8 +88,11 @@ def resolve(address: Address) -> list[Target]:
     return [(family, proto, sockaddr) for family, _, proto, _, sockaddr in infos]
 
 
-def connect_first(address: Address, targets: list[Target], budget: float | None, wake_fd: int) -> socket.socket:
-    """Open a connected, blocking socket to the first of *targets* that accepts.
+def connect_first(
+    address: Address, targets: list[Target], budget: float | None, wake_fd: int, options: list[SockOpt]
+) -> socket.socket:
+    """Open a connected, blocking socket to the first of *targets* that accepts,
+    with the TCP *options*.
 
     *budget* bounds the connecting, all targets together (None: no bound).
 
@@ -105,7 +107,7 @@ def connect_first(address: Address, targets: list[Target], budget: float | None,
     error: OSError = OSError(errno.EADDRNOTAVAIL, f"no address found for {address.text}")
     for target in targets:
         try:
-            return _connect_one(target, deadline, wake_fd)
+            return _connect_one(target, deadline, wake_fd, options)
         except TimeoutError:
             raise timed_out("connect", budget or 0.0) from None
         except OSError as exc:
