@@ -13,11 +13,14 @@ import logging
 
 from ._backoff import DEFAULT_RETRY_MAX, DEFAULT_RETRY_MIN
 from ._errors import ClosedConnectionError, ConnectionIOError, DialError, Error, GaveUpError
+from ._options import DEFAULT_DIAL_TIMEOUT, DEFAULT_KEEPALIVE
 from ._reading import DEFAULT_LIMIT
 from ._state import Stats
 from .sync import Conn, Link, connect
 
 __all__ = [
+    "DEFAULT_DIAL_TIMEOUT",
+    "DEFAULT_KEEPALIVE",
     "DEFAULT_LIMIT",
     "DEFAULT_RETRY_MAX",
     "DEFAULT_RETRY_MIN",
