@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import re
 import socket
+import time
 from collections.abc import Callable
 
 import pytest
@@ -257,3 +258,24 @@ def test_several_addresses_are_tried_in_order(
         )
         (info,) = records.matching(logging.INFO)
         assert info.getMessage() == f"connected to {second.address} (generation 1, after 1 attempt)"
+
+
+def test_a_failure_under_unanswered_writes_is_told_to_the_next_write(
+    front: Front, make_server: Callable[..., Server]
+) -> None:
+    """A connection that failed (here: reset) after writes went out on it, noticed
+    by no call (the transport, or a liveness check, saw it): the next write raises
+    its ConnectionIOError, once; the write after goes to a fresh connection."""
+    server = make_server("sink")
+    with front.open(server.address, **QUIET) as conn:
+        conn.write(b"lost?")
+        server.wait_received(0, 5)
+        server.drop_clients(reset=True)
+        deadline = time.monotonic() + scaled(5)
+        while conn.connected and time.monotonic() < deadline:  # sync: a non-blocking check; aio: the transport
+            time.sleep(0.005)
+        with pytest.raises(perconn.ConnectionIOError) as info:
+            conn.write(b"next")
+        assert info.value.op == "write" and isinstance(info.value.__cause__, ConnectionResetError)
+        assert conn.write(b"again", timeout=scaled(5)) == 5
+        assert server.wait_received(1, 5) == b"again"

@@ -91,7 +91,7 @@ class Cursor(Generic[S]):
     established, and :meth:`returned` when a read returns.
     """
 
-    __slots__ = ("_owing", "owed", "reading")
+    __slots__ = ("_owing", "owed", "reading", "write_owed")
 
     def __init__(self) -> None:
         self.reading: S | None = None
@@ -99,6 +99,10 @@ class Cursor(Generic[S]):
         self.owed: S | None = None
         """The connection the newest write went to since a read last returned."""
         self._owing: collections.deque[S] = collections.deque()  # ended, not yet read, owing bytes or an end
+        self.write_owed: S | None = None
+        """A connection that failed (not a clean close) with a write unanswered
+        on it, whose end no call has raised yet: the next write raises it
+        (:meth:`tell_writer`), so a writer never loses track of a failure."""
 
     def wrote(self, stream: S) -> None:
         """A write went out on *stream*."""
@@ -120,13 +124,30 @@ class Cursor(Generic[S]):
         stream.owes_end = bool(stream.buffer) or self.owed is stream
         if stream.owes_end and stream is not self.reading:
             self._owing.append(stream)
+        if self.owed is stream and not isinstance(stream.failure, EOFError):
+            self.write_owed = stream
 
     def raised(self, stream: S) -> None:
-        """A reader heard of *stream*'s end itself: nobody is owed it any more."""
+        """A call heard of *stream*'s end itself: nobody is owed it any more."""
+        stream.owes_end = False
         if self.reading is stream:
             self.reading = None
         if self.owed is stream:
             self.owed = None
+        if self.write_owed is stream:
+            self.write_owed = None
+        if stream in self._owing:
+            self._owing.remove(stream)
+
+    def tell_writer(self) -> ConnectionIOError | None:
+        """The error the next write raises: the end of :attr:`write_owed` (once;
+        reads then do not raise it again), or None."""
+        stream = self.write_owed
+        if stream is None:
+            return None
+        self.raised(stream)
+        assert stream.failure is not None
+        return ConnectionIOError("write", stream.failure, address=stream.address)
 
     def returned(self, stream: S) -> None:
         """A read returned bytes of *stream*: the reader is owed nothing more from it
@@ -165,6 +186,7 @@ class Cursor(Generic[S]):
             if owed is stream:
                 self.owed = None
             if stream.owes_end:
+                self.raised(stream)
                 raise ended(stream)
 
     @staticmethod

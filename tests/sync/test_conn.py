@@ -640,7 +640,7 @@ dns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 dns.bind(("127.0.0.1", 53))  # takes queries and never answers: lookups last the resolver's timeout
 fds_before = set(os.listdir("/proc/self/fd"))
 conn = perconn.connect("slow.test:80", retry_min=30.0, retry_max=60.0)
-dns.recvfrom(512)  # the dial thread is now inside getaddrinfo
+dns.recvfrom(512)  # the lookup thread is now inside getaddrinfo, the dial thread waiting for it
 start = time.monotonic()
 conn.close()
 took = time.monotonic() - start
@@ -652,12 +652,12 @@ print(f"{took:.4f} {len(stragglers)} {sum(t.is_alive() for t in stragglers)} {le
 """
 
 
-def test_close_during_a_slow_lookup_leaves_only_the_resolver_thread(tmp_path: Path) -> None:
+def test_close_during_a_slow_lookup_leaves_only_the_lookup_thread(tmp_path: Path) -> None:
     done = run_isolated(SLOW_LOOKUP, tmp_path)
     assert done.returncode == 0, done.stderr
     took, stragglers, alive_later, leaked = done.stdout.split()
     assert float(took) < 0.1  # close() did not wait for the resolver
-    assert int(stragglers) == 1  # the one allowed straggler: the dial thread, inside getaddrinfo
+    assert int(stragglers) == 1  # the one allowed straggler: the lookup thread, inside getaddrinfo
     assert int(alive_later) == 0  # it exited once the lookup returned
     assert int(leaked) <= 1  # and closed what it opened (one fd is os.listdir's own)
 

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
+import errno
+import socket
 import time
 import warnings
 import weakref
@@ -28,6 +29,7 @@ from .._address import Address
 from .._base import ConnBase, begin_dial, dial_failed, install
 from .._errors import ConnectionIOError, reconnect_requested
 from .._log import log_discarded
+from .._lookup import Lookup, Resolver, Target
 from .._messages import not_connected
 from .._options import Options, bind_options, document_options
 from .._reading import DEFAULT_LIMIT, Cursor, Frame, ended, exactly, some, until
@@ -93,6 +95,7 @@ class Conn(ConnBase[Connection, OnConnect]):
         self._rlock = asyncio.Lock()
         self._closing: asyncio.Future[None] | None = None
         self._dialer: asyncio.Task[None] | None = None
+        self._resolver = Resolver()  # outlives dial tasks: a pending lookup is reused
         # Last: until it exists, __del__ takes this for a half-made Conn and stays quiet.
         self._life = Lifecycle(
             options.backoff,
@@ -191,6 +194,10 @@ class Conn(ConnBase[Connection, OnConnect]):
         """
         if data.__class__ is not bytes:
             data = check_bytes("data", data)
+        if self._cursor.write_owed is not None:  # a failure no call has reported yet
+            if timeout is not None:
+                check_timeout(timeout)
+            raise self._cursor.tell_writer()  # type: ignore[misc]
         link = self._link
         if link is None or not link.writable_now() or link.buffer:
             seconds = None if timeout is None else check_timeout(timeout)
@@ -387,7 +394,7 @@ class Conn(ConnBase[Connection, OnConnect]):
 
     def _start_dialer(self, delay: float) -> None:
         self._dialer = self._loop.create_task(
-            _dial_loop(weakref.ref(self), self._opts, delay),
+            _dial_loop(weakref.ref(self), self._opts, self._resolver, delay),
             name=f"perconn-dial {self.address}",
         )
 
@@ -419,29 +426,69 @@ class Conn(ConnBase[Connection, OnConnect]):
         return True
 
 
+async def _targets(loop: asyncio.AbstractEventLoop, resolver: Resolver, address: Address) -> list[Target]:
+    """The addresses to try for *address*: at once for a literal, else from the
+    (pending or new) lookup, waited for without blocking the loop."""
+    found = resolver.lookup(address)
+    if not isinstance(found, Lookup):
+        return found
+    done: asyncio.Future[None] = loop.create_future()
+
+    def finish() -> None:
+        if not done.done():
+            done.set_result(None)
+
+    def wake() -> None:  # in the lookup's thread
+        loop.call_soon_threadsafe(finish)
+
+    if found.notify(wake):
+        try:
+            await done
+        finally:
+            found.notify(None)
+    resolver.finished(found)
+    return found.result()
+
+
 async def _dial_once(
     loop: asyncio.AbstractEventLoop,
     ref: weakref.ref[Conn],
     opts: Options,
+    resolver: Resolver,
+    stage: list[str],
     address: Address,
     budget: float | None,
     generation: int,
 ) -> Connection:
-    """One dial of *address*: resolve (through the loop's resolver), connect, run ``on_connect``."""
-
+    """One dial of *address*: look it up, connect to the first of its IP
+    addresses that accepts, run ``on_connect``; ``stage[0]`` says which, for
+    the error if the dial's budget runs out."""
     options = tcp_options(opts.keepalive)
 
     def factory() -> Connection:
         return Connection(ref, loop, address.text, options)
 
-    if address.is_unix:
-        _, link = await loop.create_unix_connection(factory, address.unix_sockaddr)
+    error: OSError = OSError(errno.EADDRNOTAVAIL, f"no address found for {address.text}")
+    stage[0] = f"lookup of {address.host}"
+    targets = await _targets(loop, resolver, address)
+    stage[0] = "connect"
+    for family, _, sockaddr in targets:
+        try:
+            if family == socket.AF_UNIX:
+                _, link = await loop.create_unix_connection(factory, cast(str, sockaddr))
+            else:
+                host, port = cast(tuple[str, int], sockaddr[:2])
+                _, link = await loop.create_connection(factory, host, port, family=family)
+            break
+        except OSError as exc:
+            error = exc
     else:
-        _, link = await loop.create_connection(factory, address.host, address.port)
+        raise error
     link.generation = generation
     hook = opts.on_connect
     if hook is None:
         return link
+    stage[0] = "on_connect"
     try:
         await cast(OnConnect, hook)(Link(link, None if budget is None else loop.time() + budget))
     except BaseException:
@@ -450,7 +497,7 @@ async def _dial_once(
     return link
 
 
-async def _dial_loop(ref: weakref.ref[Conn], opts: Options, delay: float) -> None:
+async def _dial_loop(ref: weakref.ref[Conn], opts: Options, resolver: Resolver, delay: float) -> None:
     """Sleep and dial until connected, closed or given up; holds the ``Conn``
     only weakly, so a ``Conn`` dropped without ``close()`` can be collected."""
     loop = asyncio.get_running_loop()
@@ -461,9 +508,13 @@ async def _dial_loop(ref: weakref.ref[Conn], opts: Options, delay: float) -> Non
         if begun is None:
             return
         budget = begun[1]
-        expired = functools.partial(timed_out, "connect", budget or 0.0)
+        stage = ["connect"]
+
+        def expired() -> BaseException:
+            return timed_out(stage[0], budget or 0.0)  # noqa: B023 (called before the loop goes on)
+
         try:
-            link = await within(_dial_once(loop, ref, opts, *begun), budget, expired)
+            link = await within(_dial_once(loop, ref, opts, resolver, stage, *begun), budget, expired)
         except Exception as exc:  # OSError (TimeoutError, socket.gaierror) or the hook's
             next_delay = dial_failed(ref, exc)
             if next_delay is None:

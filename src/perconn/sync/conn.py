@@ -27,13 +27,14 @@ from .._address import Address
 from .._base import ConnBase, begin_dial, dial_failed, install
 from .._errors import ConnectionIOError, Error, peer_closed, reconnect_requested
 from .._log import log_discarded
+from .._lookup import Lookup, Resolver
 from .._messages import not_connected
 from .._options import Options, bind_options, document_options
 from .._reading import DEFAULT_LIMIT, Cursor, Frame, exactly, until
 from .._sockopts import tcp_options
 from .._state import Lifecycle
 from .._validate import check_bytes, check_count, check_separator, check_size, check_timeout, timed_out
-from .dialer import DialAborted, Dialer, connect_first, resolve
+from .dialer import DialAborted, Dialer, connect_first, wait_lookup
 from .link import MAX_CHUNK, Connection, Link
 
 if TYPE_CHECKING:
@@ -92,6 +93,7 @@ class Conn(ConnBase[Connection, OnConnect]):
         self._cursor: Cursor[Connection] = Cursor()
         self._link: Connection | None = None
         self._dialer: Dialer | None = None
+        self._resolver = Resolver()  # outlives dial threads: a pending lookup is reused
         self._life = Lifecycle(
             options.backoff,
             time.monotonic(),
@@ -207,6 +209,11 @@ class Conn(ConnBase[Connection, OnConnect]):
         """
         view = data if data.__class__ is bytes else check_bytes("data", data)
         seconds = None if timeout is None else check_timeout(timeout)
+        if self._cursor.write_owed is not None:  # a failure no call has reported yet
+            with self._lock:
+                error = self._cursor.tell_writer()
+            if error is not None:
+                raise error
         deadline = None if seconds is None else time.monotonic() + seconds
         while True:
             link = self._enter(self._wlock, deadline, seconds)
@@ -264,6 +271,7 @@ class Conn(ConnBase[Connection, OnConnect]):
             link, self._link = self._link, None
             dialer = self._dialer
             if dialer is not None:
+                dialer.closing = True
                 dialer.wake()
                 if dialer.handshaking is not None:
                     dialer.handshaking()
@@ -376,7 +384,9 @@ class Conn(ConnBase[Connection, OnConnect]):
                 return
             sent = link.send(view, deadline)
         except OSError as exc:
-            raise self._io_failed(link, "write", exc)  # noqa: B904 (the cause is set inside)
+            failed = self._io_failed(link, "write", exc)
+            self._cursor.raised(link)  # this writer hears of it: nobody else is owed it
+            raise failed  # noqa: B904 (the cause is set inside)
         if sent == len(view):
             return
         error = timed_out("write", seconds or 0.0)
@@ -484,15 +494,20 @@ class Conn(ConnBase[Connection, OnConnect]):
         _warn(message, ResourceWarning, source=self)
 
 
-def _dial_once(opts: Options, dialer: Dialer, address: Address, budget: float | None, generation: int) -> Connection:
-    """One dial of *address*: resolve, connect, run ``on_connect``. Raises what failed."""
+def _dial_once(
+    opts: Options, resolver: Resolver, dialer: Dialer, address: Address, budget: float | None, generation: int
+) -> Connection:
+    """One dial of *address*: look it up, connect, run ``on_connect``; *budget*
+    bounds them together. Raises what failed."""
     deadline = None if budget is None else time.monotonic() + budget
-    dialer.resolving = True
-    try:
-        targets = resolve(address)
-    finally:
-        dialer.resolving = False
-    sock = connect_first(address, targets, budget, dialer.wake_r, tcp_options(opts.keepalive))
+    found = resolver.lookup(address)
+    if isinstance(found, Lookup):
+        targets = wait_lookup(found, deadline, budget, dialer)
+        resolver.finished(found)
+    else:
+        targets = found
+    left = None if deadline is None else max(0.0, deadline - time.monotonic())
+    sock = connect_first(address, targets, left, dialer.wake_r, tcp_options(opts.keepalive))
     link = Connection(sock, address.text, generation, time.monotonic())
     hook = opts.on_connect
     if hook is None:
@@ -516,7 +531,7 @@ def _dial_thread(ref: weakref.ref[Conn], delay: float, retired: Connection | Non
         conn = ref()
         if conn is None:
             return
-        opts = conn._opts
+        opts, resolver = conn._opts, conn._resolver
         if retired is not None:
             conn._retire(retired)
         del conn
@@ -527,7 +542,7 @@ def _dial_thread(ref: weakref.ref[Conn], delay: float, retired: Connection | Non
             if begun is None:
                 return
             try:
-                link = _dial_once(opts, dialer, *begun)
+                link = _dial_once(opts, resolver, dialer, *begun)
             except DialAborted:  # woken: closing (checked above, next round) or reconnect()
                 dialer.drain()
                 delay = 0.0

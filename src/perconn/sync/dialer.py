@@ -1,6 +1,7 @@
-"""Dialing for the synchronous front end: resolve (the one step nothing can
-interrupt), then connect without blocking past a wake-up file descriptor, so
-``close()`` can abort a dial at once; and the background thread that does it."""
+"""Dialing for the synchronous front end: wait for the name lookup (in a thread of
+its own, :mod:`perconn._lookup`) and connect, never blocking past a wake-up file
+descriptor, so ``close()`` can abort a dial at once; and the background thread
+that does it."""
 
 from __future__ import annotations
 
@@ -13,12 +14,11 @@ import time
 from collections.abc import Callable
 
 from .._address import Address
+from .._lookup import Lookup, Target
 from .._sockopts import SockOpt
 from .._validate import timed_out
 
-SockAddr = tuple[object, ...] | str
-
-__all__ = ["DialAborted", "Dialer", "Target", "configure", "connect_first", "resolve", "wait_fd"]
+__all__ = ["DialAborted", "Dialer", "configure", "connect_first", "wait_fd", "wait_lookup"]
 
 
 class DialAborted(Exception):
@@ -51,10 +51,6 @@ def configure(sock: socket.socket, options: list[SockOpt]) -> None:
             sock.setsockopt(level, option, value)
 
 
-Target = tuple[int, int, SockAddr]
-"""(family, proto, sockaddr): one address to try."""
-
-
 def _connect_one(target: Target, deadline: float | None, wake_fd: int, options: list[SockOpt]) -> socket.socket:
     family, proto, sockaddr = target
     sock = socket.socket(family, socket.SOCK_STREAM, proto)
@@ -75,17 +71,27 @@ def _connect_one(target: Target, deadline: float | None, wake_fd: int, options: 
         raise
 
 
-def resolve(address: Address) -> list[Target]:
-    """The addresses to try for *address*, looked up afresh (DNS included) on
-    every call. Blocks in the OS resolver, which nothing can interrupt.
+def wait_lookup(lookup: Lookup, deadline: float | None, budget: float | None, dialer: Dialer) -> list[Target]:
+    """The targets *lookup* finds, waiting for it until *deadline* (the dial's).
 
     Raises:
-        OSError: the lookup failed (``socket.gaierror``).
+        OSError: the lookup failed; ``TimeoutError`` when *deadline* came first
+            (the lookup goes on, for the next dial to wait for).
+        DialAborted: the ``Conn`` is closing, or redialing at once.
     """
-    if address.is_unix:
-        return [(socket.AF_UNIX, 0, address.unix_sockaddr)]
-    infos = socket.getaddrinfo(address.host, address.port, type=socket.SOCK_STREAM)
-    return [(family, proto, sockaddr) for family, _, proto, _, sockaddr in infos]
+    if lookup.notify(dialer.wake):
+        try:
+            woken = wait_fd(dialer.wake_r, select.POLLIN, deadline)
+        finally:
+            lookup.notify(None)
+        if not lookup.done:
+            if woken:
+                raise DialAborted
+            raise timed_out(f"lookup of {lookup.address.host}", budget or 0.0)
+        dialer.drain()  # the lookup's wake-up (and any other: closing is a flag too)
+        if dialer.closing:
+            raise DialAborted
+    return lookup.result()
 
 
 def connect_first(
@@ -123,7 +129,7 @@ class Dialer:
         self.wake_r, self.wake_w = os.pipe()
         self._lock = threading.Lock()  # wake() against close_pipe()
         self._open = True
-        self.resolving = False  # inside getaddrinfo, which nothing can interrupt
+        self.closing = False  # set by close() before it wakes the thread
         self.handshaking: Callable[[], None] | None = None  # shuts down the connection a hook is using
         self.name = name
         self.thread: threading.Thread | None = None
@@ -155,7 +161,6 @@ class Dialer:
             os.close(self.wake_w)
 
     def join(self, timeout: float) -> None:
-        """Wait up to *timeout* for the woken thread to end. Not from the thread
-        itself, and not while it is in the resolver: it ends when that returns."""
-        if self.thread is not None and self.thread is not threading.current_thread() and not self.resolving:
+        """Wait up to *timeout* for the woken thread to end (not from the thread itself)."""
+        if self.thread is not None and self.thread is not threading.current_thread():
             self.thread.join(timeout)

@@ -1,0 +1,115 @@
+"""Name lookups both front ends can bound and abandon.
+
+``getaddrinfo`` cannot be interrupted, and the OS resolver's own timeout can be
+longer than ``dial_timeout``. So a name (not an IP literal, which needs no
+lookup) is looked up in a daemon thread of its own, which the dialing thread or
+task waits for as long as its budget allows. A lookup that outlives the dial is
+abandoned, not repeated: the next dial of the same ``Conn`` waits for the same
+one (:class:`Resolver`), so a ``Conn`` never has more than one lookup pending
+per name, and a daemon thread never keeps the program from exiting.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import socket
+import threading
+from collections.abc import Callable
+
+from ._address import Address
+
+__all__ = ["Lookup", "Resolver", "Target", "resolve"]
+
+SockAddr = tuple[object, ...] | str
+
+Target = tuple[int, int, SockAddr]
+"""(family, proto, sockaddr): one address to try."""
+
+
+def resolve(address: Address) -> list[Target]:
+    """The addresses to try for *address*, looked up afresh (DNS included).
+    Blocks in the OS resolver for a name; IP literals and unix paths return at once.
+
+    Raises:
+        OSError: the lookup failed (``socket.gaierror``).
+    """
+    if address.is_unix:
+        return [(socket.AF_UNIX, 0, address.unix_sockaddr)]
+    infos = socket.getaddrinfo(address.host, address.port, type=socket.SOCK_STREAM)
+    return [(family, proto, sockaddr) for family, _, proto, _, sockaddr in infos]
+
+
+def is_literal(address: Address) -> bool:
+    """Whether *address* needs no name lookup (a unix path or an IP address)."""
+    if address.is_unix:
+        return True
+    try:
+        ipaddress.ip_address(address.host.partition("%")[0])
+    except ValueError:
+        return False
+    return True
+
+
+class Lookup:
+    """One ``getaddrinfo`` in a daemon thread, and who to tell when it is done."""
+
+    def __init__(self, address: Address) -> None:
+        self.address = address
+        self._lock = threading.Lock()
+        self.done = False
+        self._targets: list[Target] = []
+        self._error: OSError | None = None
+        self._notify: Callable[[], None] | None = None
+        threading.Thread(target=self._run, name=f"perconn-lookup {address.text}", daemon=True).start()
+
+    def _run(self) -> None:
+        targets: list[Target] = []
+        error: OSError | None = None
+        try:
+            targets = resolve(self.address)
+        except OSError as exc:
+            error = exc
+        with self._lock:
+            self._targets, self._error, self.done = targets, error, True
+            notify, self._notify = self._notify, None
+        if notify is not None:
+            with contextlib.suppress(Exception):  # the waiter is gone (its loop closed): nobody to tell
+                notify()
+
+    def notify(self, fn: Callable[[], None] | None) -> bool:
+        """Call *fn* (from the lookup's thread) once it is done, instead of any
+        earlier *fn*; None: tell nobody. Returns False if it is done already."""
+        with self._lock:
+            if self.done:
+                return False
+            self._notify = fn
+            return True
+
+    def result(self) -> list[Target]:
+        """The addresses found (once :attr:`done`). Raises the lookup's ``OSError``."""
+        if self._error is not None:
+            raise self._error
+        return self._targets
+
+
+class Resolver:
+    """One ``Conn``'s lookups: at most one pending per name; a dial reuses it."""
+
+    def __init__(self) -> None:
+        self._pending: dict[Address, Lookup] = {}
+
+    def lookup(self, address: Address) -> Lookup | list[Target]:
+        """The targets of *address* at once (a literal needs no lookup), or the
+        :class:`Lookup` to wait for: the pending one for *address*, if any."""
+        if is_literal(address):
+            return resolve(address)
+        pending = self._pending.get(address)
+        if pending is None:
+            pending = self._pending[address] = Lookup(address)
+        return pending
+
+    def finished(self, lookup: Lookup) -> None:
+        """*lookup*'s result was used: the next dial looks up afresh."""
+        if self._pending.get(lookup.address) is lookup:
+            del self._pending[lookup.address]

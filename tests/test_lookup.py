@@ -1,0 +1,80 @@
+"""Name lookups bounded by dial_timeout, for both front ends, against a DNS server
+that never answers (in throwaway namespaces): the dial fails in time, the lookup
+is not repeated while it is pending, and nothing keeps the program from exiting."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from isolated import run_isolated
+
+from perconn._address import parse_address
+from perconn._lookup import Resolver, is_literal
+
+SCRIPT = """
+import asyncio, json, logging, socket, threading, time
+import perconn, perconn.aio
+
+FRONT = {front!r}
+dns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+dns.bind(("127.0.0.1", 53))  # takes queries and never answers: a lookup lasts the resolver's timeout
+queries = []
+threading.Thread(target=lambda: [queries.append(dns.recvfrom(512)) for _ in range(1000)], daemon=True).start()
+records = []
+handler = logging.Handler()
+handler.emit = records.append
+logger = logging.getLogger("t")
+logger.addHandler(handler)
+logger.propagate = False
+options = dict(dial_timeout=0.3, retry_min=0.05, retry_max=0.05, jitter=False, logger=logger)
+
+def lookups():
+    return sum(t.name.startswith("perconn-lookup") for t in threading.enumerate())
+
+if FRONT == "sync":
+    conn = perconn.connect("slow.test:80", **options)
+    start, most = time.monotonic(), 0
+    while len(records) < 2 and time.monotonic() - start < 5:
+        time.sleep(0.01)
+        most = max(most, lookups())
+    took = time.monotonic() - start
+    conn.close()
+else:
+    async def main():
+        conn = perconn.aio.connect("slow.test:80", **options)
+        start, most = time.monotonic(), 0
+        while len(records) < 2 and time.monotonic() - start < 5:
+            await asyncio.sleep(0.01)
+            most = max(most, lookups())
+        took = time.monotonic() - start
+        await conn.close()
+        return took, most
+    took, most = asyncio.run(main())
+causes = [str(r.error.__cause__) for r in records[:2]]
+print(json.dumps({{"took": took, "most_lookups": most, "causes": causes}}))
+"""
+
+
+@pytest.mark.parametrize("front", ["sync", "aio"])
+def test_dial_timeout_bounds_a_lookup_that_never_ends(front: str, tmp_path: Path) -> None:
+    start = time.monotonic()
+    done = run_isolated(SCRIPT.format(front=front), tmp_path)
+    wall = time.monotonic() - start
+    assert done.returncode == 0, done.stderr
+    got = json.loads(done.stdout.splitlines()[-1])
+    # Two dials of 0.3 s each (and a 0.05 s sleep), within the resolver's own timeout (1 s).
+    assert got["took"] < 0.9, got
+    assert got["causes"] == ["lookup of slow.test timed out after 0.3 s"] * 2, got
+    assert got["most_lookups"] == 1  # the pending lookup is waited for again, never doubled
+    assert wall < 15  # the program exited without waiting for the lookup
+
+
+def test_literals_need_no_lookup_thread() -> None:
+    resolver = Resolver()
+    assert is_literal(parse_address("127.0.0.1:7")) and is_literal(parse_address("[::1]:7"))
+    assert is_literal(parse_address("unix:/tmp/x"))
+    assert not is_literal(parse_address("localhost:7"))
+    assert resolver.lookup(parse_address("127.0.0.1:7")) == [(2, 6, ("127.0.0.1", 7))]
