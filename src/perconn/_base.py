@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 from ._address import Address
 from ._errors import ClosedConnectionError, DialError, GaveUpError
 from ._log import log_callback_failed
+from ._messages import not_connected
 from ._options import Options, bind_options
 from ._state import Lifecycle, Stats
 
@@ -55,6 +56,26 @@ class ConnBase(Generic[LinkT, HookT]):
 
     def _start(self, options: Options) -> None:
         raise NotImplementedError
+
+    @staticmethod
+    def _lifecycle(options: Options) -> Lifecycle:
+        """The lifecycle of a ``Conn`` with *options*, starting now."""
+        return Lifecycle(
+            options.backoff,
+            time.monotonic(),
+            options.addresses,
+            dial_timeout=options.dial_timeout,
+            max_attempts=options.max_attempts,
+            give_up_after=options.give_up_after,
+        )
+
+    def _not_connected(self, seconds: float) -> TimeoutError:
+        """The error of a call that waited *seconds* for a connection in vain: it
+        names the address(es) and the last failure, which it chains as ``__cause__``."""
+        last = self._life.last_error
+        error = TimeoutError(not_connected(self._opts.label, seconds, last))
+        error.__cause__ = last
+        return error
 
     def _guard(self) -> contextlib.AbstractContextManager[object]:
         """What makes a change of state atomic (the synchronous ``Conn``'s lock)."""

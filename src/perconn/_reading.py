@@ -22,6 +22,7 @@ the wanted item ends in a buffer, or -1 while it is incomplete.
 from __future__ import annotations
 
 import collections
+import contextlib
 from asyncio import LimitOverrunError
 from collections.abc import Callable
 from typing import Generic, Protocol, TypeVar
@@ -136,7 +137,7 @@ class Cursor(Generic[S]):
             self.owed = None
         if self.write_owed is stream:
             self.write_owed = None
-        if stream in self._owing:
+        with contextlib.suppress(ValueError):  # not queued (or a reader took it meanwhile)
             self._owing.remove(stream)
 
     def tell_writer(self) -> ConnectionIOError | None:

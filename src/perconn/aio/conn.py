@@ -30,11 +30,9 @@ from .._base import ConnBase, begin_dial, dial_failed, install
 from .._errors import ConnectionIOError, reconnect_requested
 from .._log import log_discarded
 from .._lookup import Lookup, Resolver, Target
-from .._messages import not_connected
 from .._options import Options, bind_options, document_options
 from .._reading import DEFAULT_LIMIT, Cursor, Frame, ended, exactly, some, until
 from .._sockopts import tcp_options
-from .._state import Lifecycle
 from .._validate import check_bytes, check_count, check_separator, check_size, check_timeout, timed_out
 from .link import Connection, Link, within
 
@@ -97,14 +95,7 @@ class Conn(ConnBase[Connection, OnConnect]):
         self._dialer: asyncio.Task[None] | None = None
         self._resolver = Resolver()  # outlives dial tasks: a pending lookup is reused
         # Last: until it exists, __del__ takes this for a half-made Conn and stays quiet.
-        self._life = Lifecycle(
-            options.backoff,
-            time.monotonic(),
-            options.addresses,
-            dial_timeout=options.dial_timeout,
-            max_attempts=options.max_attempts,
-            give_up_after=options.give_up_after,
-        )
+        self._life = self._lifecycle(options)
         self._start_dialer(0.0)
 
     # -- public API -----------------------------------------------------------
@@ -300,10 +291,7 @@ class Conn(ConnBase[Connection, OnConnect]):
 
         def expired() -> BaseException:
             if self._link is None and not self._closed:
-                last = self._life.last_error
-                error = TimeoutError(not_connected(self._opts.label, seconds, last))
-                error.__cause__ = last
-                return error
+                return self._not_connected(seconds)
             return timed_out(op, seconds)
 
         return within(aw, seconds, expired)

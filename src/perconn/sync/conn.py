@@ -28,11 +28,9 @@ from .._base import ConnBase, begin_dial, dial_failed, install
 from .._errors import ConnectionIOError, Error, peer_closed, reconnect_requested
 from .._log import log_discarded
 from .._lookup import Lookup, Resolver
-from .._messages import not_connected
 from .._options import Options, bind_options, document_options
 from .._reading import DEFAULT_LIMIT, Cursor, Frame, exactly, until
 from .._sockopts import tcp_options
-from .._state import Lifecycle
 from .._validate import check_bytes, check_count, check_separator, check_size, check_timeout, timed_out
 from .dialer import DialAborted, Dialer, connect_first, wait_lookup
 from .link import MAX_CHUNK, Connection, Link
@@ -94,14 +92,7 @@ class Conn(ConnBase[Connection, OnConnect]):
         self._link: Connection | None = None
         self._dialer: Dialer | None = None
         self._resolver = Resolver()  # outlives dial threads: a pending lookup is reused
-        self._life = Lifecycle(
-            options.backoff,
-            time.monotonic(),
-            options.addresses,
-            dial_timeout=options.dial_timeout,
-            max_attempts=options.max_attempts,
-            give_up_after=options.give_up_after,
-        )
+        self._life = self._lifecycle(options)
         with self._lock:
             self._start_dialer(0.0, None)
 
@@ -256,9 +247,9 @@ class Conn(ConnBase[Connection, OnConnect]):
 
         Returns within 100 ms whatever the state (a running ``on_connect`` hook
         included), wakes every blocked call with :class:`ClosedConnectionError`
-        and stops redialing. A dial thread blocked in the OS resolver or in a
-        hook that does no I/O cannot be interrupted: it exits, closing what it
-        opened, as soon as that returns.
+        and stops redialing. A name lookup inside the OS resolver ends on its own,
+        in its daemon thread; a dial thread inside a hook that waits on something
+        other than its ``Link`` exits, closing what it opened, when that returns.
 
         Raises:
             ConnectionIOError: closing the socket failed (``op == "close"``); the
@@ -306,10 +297,7 @@ class Conn(ConnBase[Connection, OnConnect]):
                 else:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
-                        last = self._life.last_error
-                        error = TimeoutError(not_connected(self._opts.label, seconds or 0.0, last))
-                        error.__cause__ = last
-                        raise error
+                        raise self._not_connected(seconds or 0.0)
                     self._cond.wait(remaining)
 
     def _enter(self, lock: threading.Lock, deadline: float | None, seconds: float | None) -> Connection:
