@@ -12,7 +12,7 @@ from ._address import Address
 from ._errors import ClosedConnectionError, DialError, GaveUpError
 from ._log import log_callback_failed
 from ._messages import not_connected
-from ._options import Options, bind_options
+from ._options import Options, bind_options, document_options
 from ._state import Lifecycle, Stats
 
 if TYPE_CHECKING:
@@ -224,3 +224,21 @@ class LinkBase(Generic[StreamT]):
         ``"peername"``, ``"sockname"``, ``"socket"`` (and ``"ssl_object"``,
         ``"peercert"`` over TLS)."""
         return self._c.extra_info(name, default)
+
+
+ConnT = TypeVar("ConnT", bound=ConnBase[Any, Any])
+
+
+def publish(cls: type[ConnT], module: str, summary: str) -> Callable[..., ConnT]:
+    """Name a front end's ``Conn`` as the program does (``perconn.Conn``), give it
+    the options' signature and documentation, and make its ``connect``: the same
+    call, with errors naming ``connect``."""
+
+    def connect(*args: object, **options: object) -> ConnT:
+        return cls._from_options(bind_options("connect", args, options))
+
+    cls.__module__ = connect.__module__ = module
+    connect.__name__ = connect.__qualname__ = "connect"
+    document_options(cls, cls.__doc__ or "")
+    document_options(connect, summary)
+    return connect

@@ -15,12 +15,12 @@ import subprocess
 import sys
 import time
 import warnings
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aio_helpers import FAST, no_other_tasks, opened, until
 from conftest import Leaks, Records
 from isolated import HOSTS_HELPERS, run_isolated
 from servers import Server, blackhole, refusing_port, scaled
@@ -29,31 +29,6 @@ import perconn
 import perconn.aio
 
 from .conftest import Run, run_on
-
-FAST: dict[str, Any] = {"retry_min": 0.02, "retry_max": 0.2}
-
-
-@asynccontextmanager
-async def opened(address: str, **kwargs: Any) -> AsyncIterator[perconn.aio.Conn]:
-    conn = perconn.aio.connect(address, **{**FAST, **kwargs})
-    try:
-        yield conn
-    finally:
-        await conn.close()
-
-
-async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Let the loop run until *predicate* holds (a state the code under test reaches
-    in its own callbacks, such as a task blocking on a future)."""
-    deadline = time.monotonic() + scaled(timeout)
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached"
-        await asyncio.sleep(0.001)
-
-
-def no_other_tasks() -> bool:
-    return asyncio.all_tasks() == {asyncio.current_task()}
-
 
 # -- connecting -----------------------------------------------------------------
 

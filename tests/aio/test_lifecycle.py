@@ -10,11 +10,11 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from typing import Any
 
 import pytest
+from aio_helpers import FAST, no_other_tasks, opened
 from conftest import Leaks, Records
 from redis_server import RedisServer, resp_command
 from servers import CrashLoop, Server, blackhole, refusing_port, scaled
@@ -24,22 +24,7 @@ import perconn.aio
 
 from .conftest import Run
 
-FAST: dict[str, Any] = {"retry_min": 0.02, "retry_max": 0.2}
-
 AUTH = b"*2\r\n$4\r\nAUTH\r\n$6\r\ns3cret\r\n"
-
-
-@asynccontextmanager
-async def opened(address: str, **kwargs: Any) -> AsyncIterator[perconn.aio.Conn]:
-    conn = perconn.aio.connect(address, **{**FAST, **kwargs})
-    try:
-        yield conn
-    finally:
-        await conn.close()
-
-
-def no_other_tasks() -> bool:
-    return asyncio.all_tasks() == {asyncio.current_task()}
 
 
 async def wait_records(

@@ -10,61 +10,18 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable
+from contextlib import suppress
 from pathlib import Path
 
 import pytest
 from conftest import Leaks, Records
 from isolated import HOSTS_HELPERS, run_isolated
 from servers import Server, blackhole, refusing_port, scaled, wait_until
+from sync_helpers import FAST, Call, blocked_in, opened
 
 import perconn
 import perconn.sync
-
-FAST = {"retry_min": 0.02, "retry_max": 0.2}
-
-
-@contextmanager
-def opened(address: str, **kwargs: object) -> Iterator[perconn.Conn]:
-    conn = perconn.connect(address, **{**FAST, **kwargs})  # type: ignore[arg-type]
-    try:
-        yield conn
-    finally:
-        conn.close()
-
-
-class Call:
-    """Run a blocking call in a thread; collect its result or exception."""
-
-    def __init__(self, fn: Callable[[], object]) -> None:
-        self.result: object = None
-        self.error: BaseException | None = None
-        self.started = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(fn,), name="test-call", daemon=True)
-        self._thread.start()
-        self.started.wait(scaled(5))
-
-    def _run(self, fn: Callable[[], object]) -> None:
-        self.started.set()
-        try:
-            self.result = fn()
-        except BaseException as exc:
-            self.error = exc
-
-    def join(self, timeout: float = 5.0) -> Call:
-        self._thread.join(scaled(timeout))
-        assert not self._thread.is_alive(), "call did not return"
-        return self
-
-    def alive(self) -> bool:
-        return self._thread.is_alive()
-
-
-def blocked_in(conn: perconn.Conn, lock_name: str) -> Callable[[], bool]:
-    lock: threading.Lock = getattr(conn, lock_name)
-    return lock.locked
-
 
 # -- connecting -----------------------------------------------------------------
 
@@ -467,7 +424,7 @@ def timed_close(conn: perconn.Conn) -> float:
 
 def test_close_while_blocked_in_connect(leaks: Leaks) -> None:
     with blackhole() as address:
-        conn = perconn.connect(address, **FAST)  # type: ignore[arg-type]
+        conn = perconn.connect(address, **FAST)
         waiter = Call(lambda: conn.wait_connected())
         with pytest.raises(TimeoutError):
             conn.wait_connected(timeout=0.1)  # the dial hangs: no dial_timeout, SYN dropped
@@ -526,7 +483,7 @@ def test_close_is_idempotent_and_final(echo_server: Server) -> None:
 @pytest.mark.parametrize("state", ["dialing", "connected"])
 def test_dropping_an_unclosed_conn_warns_and_releases_it(state: str, echo_server: Server, leaks: Leaks) -> None:
     with refusing_port() as refused:
-        conn = perconn.connect(echo_server.address if state == "connected" else refused, **FAST)  # type: ignore[arg-type]
+        conn = perconn.connect(echo_server.address if state == "connected" else refused, **FAST)
         if state == "connected":
             conn.wait_connected(scaled(5))
             assert wait_until(lambda: not leaks.new_threads())  # the dial thread has let go of it
@@ -543,7 +500,7 @@ def test_dropping_an_unclosed_conn_warns_and_releases_it(state: str, echo_server
 def test_many_lives_leave_nothing_behind(echo_server: Server, leaks: Leaks) -> None:
     with refusing_port() as refused:
         for i in range(20):
-            conn = perconn.connect(echo_server.address if i % 2 else refused, **FAST)  # type: ignore[arg-type]
+            conn = perconn.connect(echo_server.address if i % 2 else refused, **FAST)
             if i % 2:
                 conn.write(b"x")
                 conn.readexactly(1, timeout=scaled(5))
@@ -680,6 +637,7 @@ try:
 except perconn.ConnectionIOError:
     pass
 peer, _ = second.accept()
+conn.wait_connected(5)  # accepted by the kernel: the dial thread installs it a moment later
 print(peer.getsockname()[0], conn.generation)
 conn.close()
 """

@@ -10,56 +10,19 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable
+from contextlib import suppress
 from typing import Any
 
 import pytest
 from conftest import Leaks, Records
 from redis_server import RedisServer, resp_command
 from servers import CrashLoop, Server, blackhole, refusing_port, scaled, wait_until
+from sync_helpers import FAST, Call, opened
 
 import perconn
 
-FAST: dict[str, Any] = {"retry_min": 0.02, "retry_max": 0.2}
-
 AUTH = b"*2\r\n$4\r\nAUTH\r\n$6\r\ns3cret\r\n"
-
-
-@contextmanager
-def opened(address: str, **kwargs: Any) -> Iterator[perconn.Conn]:
-    conn = perconn.connect(address, **{**FAST, **kwargs})
-    try:
-        yield conn
-    finally:
-        conn.close()
-
-
-class Call:
-    """Run a blocking call in a thread; collect its result or exception."""
-
-    def __init__(self, fn: Callable[[], object]) -> None:
-        self.result: object = None
-        self.error: BaseException | None = None
-        self.started = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(fn,), name="test-call", daemon=True)
-        self._thread.start()
-        self.started.wait(scaled(5))
-
-    def _run(self, fn: Callable[[], object]) -> None:
-        self.started.set()
-        try:
-            self.result = fn()
-        except BaseException as exc:
-            self.error = exc
-
-    def join(self, timeout: float = 5.0) -> Call:
-        self._thread.join(scaled(timeout))
-        assert not self._thread.is_alive(), "call did not return"
-        return self
-
-    def done(self) -> bool:
-        return not self._thread.is_alive()
 
 
 class HookFailed(Exception):

@@ -26,11 +26,11 @@ from types import TracebackType
 from typing import TYPE_CHECKING, TypeVar, cast
 
 from .._address import Address
-from .._base import ConnBase, begin_dial, dial_failed, install
+from .._base import ConnBase, begin_dial, dial_failed, install, publish
 from .._errors import ConnectionIOError, reconnect_requested
 from .._log import log_discarded
 from .._lookup import Lookup, Resolver, Target
-from .._options import Options, bind_options, document_options
+from .._options import Options
 from .._reading import DEFAULT_LIMIT, Cursor, Frame, ended, exactly, some, until
 from .._sockopts import tcp_options
 from .._validate import check_bytes, check_count, check_separator, check_size, check_timeout, timed_out
@@ -514,21 +514,14 @@ async def _dial_loop(ref: weakref.ref[Conn], opts: Options, resolver: Resolver, 
         return
 
 
-def _connect(*args: object, **options: object) -> Conn:
-    return Conn._from_options(bind_options("connect", args, options))
-
-
-Conn.__module__ = "perconn.aio"  # as the program names it
-document_options(Conn, Conn.__doc__ or "")
-document_options(
-    _connect,
+_connect = publish(
+    Conn,
+    "perconn.aio",
     """Return a :class:`perconn.aio.Conn` to *address* at once; dialing runs in a
 background task. A plain (non-async) call: it needs a running event loop and
 raises ``RuntimeError`` without one. The options, defaults and validation are
 those of :func:`perconn.connect`.""",
 )
-_connect.__name__ = _connect.__qualname__ = "connect"
-_connect.__module__ = "perconn.aio"
 
 if TYPE_CHECKING:
 

@@ -24,11 +24,11 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from .._address import Address
-from .._base import ConnBase, begin_dial, dial_failed, install
+from .._base import ConnBase, begin_dial, dial_failed, install, publish
 from .._errors import ConnectionIOError, Error, peer_closed, reconnect_requested
 from .._log import log_discarded
 from .._lookup import Lookup, Resolver
-from .._options import Options, bind_options, document_options
+from .._options import Options
 from .._reading import DEFAULT_LIMIT, Cursor, Frame, exactly, until
 from .._sockopts import tcp_options
 from .._validate import check_bytes, check_count, check_separator, check_size, check_timeout, timed_out
@@ -548,17 +548,9 @@ def _dial_thread(ref: weakref.ref[Conn], delay: float, retired: Connection | Non
         dialer.close_pipe()
 
 
-def _connect(*args: object, **options: object) -> Conn:
-    return Conn._from_options(bind_options("connect", args, options))
-
-
-Conn.__module__ = "perconn"  # as the program names it
-document_options(Conn, Conn.__doc__ or "")
-document_options(
-    _connect, "Return a :class:`perconn.Conn` to *address* at once; dialing happens in a background thread."
+_connect = publish(
+    Conn, "perconn", "Return a :class:`perconn.Conn` to *address* at once; dialing happens in a background thread."
 )
-_connect.__name__ = _connect.__qualname__ = "connect"
-_connect.__module__ = "perconn"
 
 if TYPE_CHECKING:
 
