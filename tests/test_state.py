@@ -203,6 +203,12 @@ def test_a_sleep_that_ends_a_little_early_still_gives_up_at_the_deadline() -> No
     assert step is not None and life.closed and life.gave_up is not None
 
 
+def test_no_dial_is_begun_with_next_to_no_time_left() -> None:
+    life = machine(give_up_after=5.0)
+    assert life.dial_failed(refused(), 3.99).delay == 1.0  # the schedule ends 10 ms before the deadline
+    assert life.expired(4.99) is not None and life.closed  # then it gives up: no dial of 10 ms
+
+
 def test_a_dial_failing_at_the_deadline_gives_up() -> None:
     life = machine(give_up_after=5.0)
     step = life.dial_failed(refused(), 5.0)

@@ -24,7 +24,9 @@ raises ``RuntimeError``):
    why) after ``max_attempts`` consecutive failed dials, once ``give_up_after``
    seconds passed without a connection, or at once when the hook raised
    :class:`GaveUpError`. Its sleep never runs past the ``give_up_after``
-   deadline, where :meth:`Lifecycle.expired` gives up without dialing again.
+   deadline, and :meth:`Lifecycle.expired` gives up without dialing again once
+   less than :data:`LAST_DIAL_MIN` is left before it (a timer may wake a little
+   early; a dial given no time could only fail, and hide the real last failure).
 7. :meth:`Lifecycle.close` moves any state to CLOSED, for good. Events reported
    after that are ignored (dials racing with close are the norm, not a bug).
 
@@ -46,7 +48,11 @@ from ._errors import ConnectionIOError, DialError, Error, GaveUpError
 from ._log import log_connected, log_dial_failed, log_dropped, log_gave_up
 from ._options import LoggerLike
 
-__all__ = ["Lifecycle", "Phase", "Stats", "Step"]
+__all__ = ["LAST_DIAL_MIN", "Lifecycle", "Phase", "Stats", "Step"]
+
+LAST_DIAL_MIN = 0.02
+"""Seconds: a dial is not begun with less than this left before the
+``give_up_after`` deadline; the ``Conn`` gives up there instead."""
 
 
 @dataclass(frozen=True)
@@ -154,7 +160,6 @@ class Lifecycle:
         self._failures = 0  # k of the backoff schedule
         self._established_at = 0.0
         self._proven = False
-        self._expire_at_next_dial = False  # the last sleep ran to the give_up_after deadline
 
     def _expect(self, phase: Phase, event: str) -> bool:
         if self.phase is Phase.CLOSED:
@@ -190,7 +195,7 @@ class Lifecycle:
         deadline = self._deadline()
         if self.phase is not Phase.DIALING or deadline is None:
             return None
-        if now < deadline and not self._expire_at_next_dial:
+        if now < deadline - LAST_DIAL_MIN:
             return None
         why = f"gave up: not connected within give_up_after={self._give_up_after!r} seconds; last: {self.last_error}"
         gave_up = self._give_up(why, self.last_error, now)
@@ -249,10 +254,7 @@ class Lifecycle:
         delay = self._next_failure_delay()
         deadline = self._deadline()
         if deadline is not None and now + delay >= deadline:
-            # The sleep ends at the deadline, and there it gives up (whatever a clock
-            # that wakes a little early says): no dial is begun with no time left.
-            delay = max(0.0, deadline - now)
-            self._expire_at_next_dial = True
+            delay = max(0.0, deadline - now)  # the sleep ends at the deadline, and there it gives up
         return Step(delay, lambda logger: log_dial_failed(logger, error, attempt, delay))
 
     def established(self, now: float, *, proven: bool = False) -> Step:
