@@ -317,6 +317,8 @@ class Conn(ConnBase[Connection, OnConnect]):
         """
         looked = False
         while True:
+            if self._cursor.write_owed is not None:  # the connection it waited on failed
+                raise self._cursor.tell_writer()  # type: ignore[misc]
             link = await self._current()
             if link.buffer and not looked:
                 looked = True
