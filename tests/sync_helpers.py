@@ -57,3 +57,17 @@ class Call:
 def blocked_in(conn: perconn.Conn, lock_name: str) -> Callable[[], bool]:
     lock: threading.Lock = getattr(conn, lock_name)
     return lock.locked
+
+
+def fill_send_buffer(conn: perconn.Conn) -> None:
+    """Write until the peer (one that never reads) lets nothing more go out.
+
+    Small writes are never torn: poll() reports writable only once a third of
+    the send buffer is free. Bounded: the kernel buffers fill long before.
+    """
+    for _ in range(100_000):
+        try:
+            conn.write(b"x" * 1024, timeout=0.01)
+        except TimeoutError:
+            return
+    raise AssertionError("the send buffer never filled")

@@ -18,7 +18,7 @@ import pytest
 from conftest import Leaks, Records
 from isolated import HOSTS_HELPERS, run_isolated
 from servers import Server, blackhole, refusing_port, scaled, wait_until
-from sync_helpers import FAST, Call, blocked_in, opened
+from sync_helpers import FAST, Call, blocked_in, fill_send_buffer, opened
 
 import perconn
 import perconn.sync
@@ -213,15 +213,7 @@ def test_write_timeout_with_nothing_sent_keeps_the_connection(make_server: Calla
     server = make_server("no_read")
     with opened(server.address) as conn:
         conn.wait_connected(scaled(5))
-        # Small writes are never torn: poll() reports writable only once a third
-        # of the send buffer is free. Bounded: the kernel buffers fill long before.
-        for _ in range(100_000):
-            try:
-                conn.write(b"x" * 1024, timeout=0.01)
-            except TimeoutError:
-                break
-        else:
-            pytest.fail("the send buffer never filled")
+        fill_send_buffer(conn)
         assert conn.connected and conn.generation == 1
 
 

@@ -18,7 +18,7 @@ import pytest
 from conftest import Leaks, Records
 from redis_server import RedisServer, resp_command
 from servers import CrashLoop, Server, blackhole, refusing_port, scaled, wait_until
-from sync_helpers import FAST, Call, opened
+from sync_helpers import FAST, Call, fill_send_buffer, opened
 
 import perconn
 from perconn._state import LAST_DIAL_MIN
@@ -602,15 +602,7 @@ def test_write_timeout_with_nothing_sent_keeps_the_connection(
     disconnects = Disconnects()
     with opened(server.address, logger=logger, on_disconnect=disconnects) as conn:
         conn.wait_connected(scaled(5))
-        # Small writes are never torn: poll() reports writable only once a third
-        # of the send buffer is free. Bounded: the kernel buffers fill long before.
-        for _ in range(100_000):
-            try:
-                conn.write(b"x" * 1024, timeout=0.01)
-            except TimeoutError:
-                break
-        else:
-            pytest.fail("the send buffer never filled")
+        fill_send_buffer(conn)
         with pytest.raises(TimeoutError):
             conn.write(b"y", timeout=0.01)  # nothing can go out: still the same connection
         assert conn.connected and conn.generation == 1 and conn.stats.drops == 0
