@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+import ssl
 
 __all__ = [
     "callback_failed",
@@ -50,8 +51,8 @@ def plain_os_error(exc: BaseException) -> BaseException:
     (the last errno named, as the synchronous dialer reports its last address),
     with *exc* as its ``__cause__``; any other exception is returned unchanged.
     """
-    if not isinstance(exc, OSError) or isinstance(exc, (socket.gaierror, TimeoutError)):
-        return exc
+    if not isinstance(exc, OSError) or isinstance(exc, (socket.gaierror, TimeoutError, ssl.SSLError)):
+        return exc  # (an SSLError's errno is OpenSSL's, not the OS's)
     code = exc.errno
     if code is None:
         found = _ERRNO.findall(str(exc))

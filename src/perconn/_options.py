@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 import logging
 import math
+import ssl as _ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, Union
@@ -63,6 +64,8 @@ if TYPE_CHECKING:
         max_attempts: int | None
         give_up_after: float | None
         keepalive: float | None
+        ssl: bool | _ssl.SSLContext | None
+        server_hostname: str | None
 
 
 @dataclass(frozen=True)
@@ -79,11 +82,17 @@ class Options:
     max_attempts: int | None = None
     give_up_after: float | None = None
     keepalive: float | None = DEFAULT_KEEPALIVE
+    ssl: _ssl.SSLContext | None = None
+    server_hostname: str | None = None
 
     @property
     def label(self) -> str:
         """The address(es), as messages name them."""
         return ", ".join(a.text for a in self.addresses)
+
+    def hostname(self, address: Address) -> str | None:
+        """The name TLS verifies (and sends as SNI) when dialing *address*."""
+        return self.server_hostname or address.host or None
 
 
 def _kind(value: object) -> str:
@@ -121,6 +130,8 @@ def make_options(
     max_attempts: int | None = None,
     give_up_after: float | None = None,
     keepalive: float | None = DEFAULT_KEEPALIVE,
+    ssl: bool | _ssl.SSLContext | None = None,
+    server_hostname: str | None = None,
 ) -> Options:
     """Validate the arguments of ``Conn``/``connect`` and bundle them.
 
@@ -148,6 +159,13 @@ def make_options(
             noticed on an established TCP connection, idle or not (default
             :data:`DEFAULT_KEEPALIVE`; see :mod:`perconn._sockopts`); None leaves
             the OS defaults.
+        ssl: None (or False) for plain connections; True for
+            ``ssl.create_default_context()``; or an ``ssl.SSLContext``. Every
+            connection then completes a TLS handshake as part of its dial, before
+            ``on_connect``; a handshake that fails is a failed dial.
+        server_hostname: the name TLS verifies and sends as SNI; default: the host
+            of the address dialed. Required over a ``unix:`` address unless the
+            context's ``check_hostname`` is off.
 
     Raises:
         TypeError: an argument has the wrong type (named in the message, with its value).
@@ -172,6 +190,7 @@ def make_options(
             raise TypeError(f"max_attempts must be an int or None, got {_kind(max_attempts)}")
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be >= 1 or None, got {max_attempts!r}")
+    context, hostname = _tls(ssl, server_hostname, addresses)
     return Options(
         addresses=addresses,
         dial_timeout=timeout,
@@ -182,7 +201,38 @@ def make_options(
         max_attempts=max_attempts,
         give_up_after=_seconds("give_up_after", give_up_after, allow_none=True),
         keepalive=_seconds("keepalive", keepalive, allow_none=True),
+        ssl=context,
+        server_hostname=hostname,
     )
+
+
+def _tls(
+    ssl: object, server_hostname: object, addresses: tuple[Address, ...]
+) -> tuple[_ssl.SSLContext | None, str | None]:
+    """The TLS context and server name the options ask for, checked."""
+    if ssl is None or ssl is False:
+        context = None
+    elif ssl is True:
+        context = _ssl.create_default_context()
+    elif isinstance(ssl, _ssl.SSLContext):
+        context = ssl
+    else:
+        raise TypeError(f"ssl must be None, True or an ssl.SSLContext, got {_kind(ssl)}")
+    if server_hostname is not None:
+        if not isinstance(server_hostname, str):
+            raise TypeError(f"server_hostname must be a str or None, got {_kind(server_hostname)}")
+        if not server_hostname or server_hostname != server_hostname.strip():
+            raise ValueError(f"server_hostname must be a non-empty name without spaces, got {server_hostname!r}")
+        if context is None:
+            raise ValueError(f"server_hostname={server_hostname!r} is given without ssl; pass ssl=True or a context")
+    elif context is not None and context.check_hostname:
+        unix = [a.text for a in addresses if a.is_unix]
+        if unix:
+            raise ValueError(
+                f"server_hostname must be given to verify TLS over {unix[0]!r} (a unix address has no host name), "
+                "unless the ssl context's check_hostname is False"
+            )
+    return context, server_hostname
 
 
 SIGNATURE = inspect.signature(make_options).replace(return_annotation=inspect.Signature.empty)

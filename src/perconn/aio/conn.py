@@ -23,7 +23,7 @@ import warnings
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from .._address import Address
 from .._base import ConnBase, begin_dial, dial_failed, install, publish
@@ -440,6 +440,18 @@ async def _targets(loop: asyncio.AbstractEventLoop, resolver: Resolver, address:
     return found.result()
 
 
+def _tls(opts: Options, address: Address, budget: float | None) -> dict[str, Any]:
+    """The TLS arguments of ``create_connection`` for a dial of *address*: the
+    handshake is part of the dial, so it gets the dial's whole *budget* (asyncio's
+    own bound, 60 s, when there is none)."""
+    if opts.ssl is None:
+        return {}
+    tls: dict[str, Any] = {"ssl": opts.ssl, "server_hostname": opts.hostname(address)}
+    if budget is not None:
+        tls["ssl_handshake_timeout"] = budget
+    return tls
+
+
 async def _dial_once(
     loop: asyncio.AbstractEventLoop,
     ref: weakref.ref[Conn],
@@ -458,17 +470,18 @@ async def _dial_once(
     def factory() -> Connection:
         return Connection(ref, loop, address.text, options)
 
+    tls = _tls(opts, address, budget)
     error: OSError = OSError(errno.EADDRNOTAVAIL, f"no address found for {address.text}")
     stage[0] = f"lookup of {address.host}"
     targets = await _targets(loop, resolver, address)
-    stage[0] = "connect"
+    stage[0] = "connect" if opts.ssl is None else "connect and TLS handshake"
     for family, _, sockaddr in targets:
         try:
             if family == socket.AF_UNIX:
-                _, link = await loop.create_unix_connection(factory, cast(str, sockaddr))
+                _, link = await loop.create_unix_connection(factory, cast(str, sockaddr), **tls)
             else:
                 host, port = cast(tuple[str, int], sockaddr[:2])
-                _, link = await loop.create_connection(factory, host, port, family=family)
+                _, link = await loop.create_connection(factory, host, port, family=family, **tls)
             break
         except OSError as exc:
             error = exc

@@ -34,6 +34,7 @@ from .._sockopts import tcp_options
 from .._validate import check_bytes, check_count, check_separator, check_size, check_timeout, timed_out
 from .dialer import DialAborted, Dialer, connect_first, wait_lookup
 from .link import MAX_CHUNK, Connection, Link
+from .tls import TLSConnection, handshake
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -485,8 +486,8 @@ class Conn(ConnBase[Connection, OnConnect]):
 def _dial_once(
     opts: Options, resolver: Resolver, dialer: Dialer, address: Address, budget: float | None, generation: int
 ) -> Connection:
-    """One dial of *address*: look it up, connect, run ``on_connect``; *budget*
-    bounds them together. Raises what failed."""
+    """One dial of *address*: look it up, connect, complete TLS (with ``ssl``),
+    run ``on_connect``; *budget* bounds them together. Raises what failed."""
     deadline = None if budget is None else time.monotonic() + budget
     found = resolver.lookup(address)
     if isinstance(found, Lookup):
@@ -496,7 +497,16 @@ def _dial_once(
         targets = found
     left = None if deadline is None else max(0.0, deadline - time.monotonic())
     sock = connect_first(address, targets, left, dialer.wake_r, tcp_options(opts.keepalive))
-    link = Connection(sock, address.text, generation, time.monotonic())
+    link: Connection
+    if opts.ssl is None:
+        link = Connection(sock, address.text, generation, time.monotonic())
+    else:
+        try:
+            stream = handshake(sock, opts.ssl, opts.hostname(address), deadline, dialer.wake_r, budget)
+        except BaseException:
+            sock.close()
+            raise
+        link = TLSConnection(stream, address.text, generation, time.monotonic())
     hook = opts.on_connect
     if hook is None:
         return link

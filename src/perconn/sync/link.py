@@ -11,7 +11,7 @@ import contextlib
 import select
 import socket
 import time
-from typing import Any
+from typing import Any, Protocol
 
 from .._base import LinkBase
 from .._errors import ConnectionIOError, peer_closed
@@ -19,13 +19,48 @@ from .._reading import DEFAULT_LIMIT, Frame, exactly, some, until
 from .._validate import check_bytes, check_count, check_separator, check_size, check_timeout, timed_out
 from .dialer import wait_fd
 
-__all__ = ["MAX_CHUNK", "Connection", "Link"]
+__all__ = ["MAX_CHUNK", "Connection", "Link", "Stream", "peek", "send_within"]
 
 MAX_CHUNK = 2**18
 """Bytes: the most one ``recv`` asks for, so ``read(10**12)`` allocates what
 arrived, not what was asked."""
 
 _PEEK_FLAGS = socket.MSG_PEEK | socket.MSG_DONTWAIT
+
+
+class Stream(Protocol):
+    """What a :class:`Connection` reads and writes: its socket, or a
+    :class:`~perconn.sync.tls.TLSStream` over it."""
+
+    def recv(self, n: int, flags: int = 0, /) -> bytes: ...
+    def sendall(self, data: bytes | memoryview, /) -> None: ...
+    def fileno(self) -> int: ...
+    def shutdown(self, how: int, /) -> None: ...
+    def close(self) -> None: ...
+
+
+def send_within(sock: socket.socket, data: bytes | memoryview, deadline: float | None, wake_fd: int = -1) -> int:
+    """Send *data* on *sock* without blocking past *deadline* (or a readable
+    *wake_fd*: :class:`~perconn.sync.dialer.DialAborted`); return how many bytes went out."""
+    view = memoryview(data)
+    sent = 0
+    while sent < len(view) and wait_fd(sock.fileno(), select.POLLOUT, deadline, wake_fd):
+        with contextlib.suppress(BlockingIOError):
+            sent += sock.send(view[sent:], socket.MSG_DONTWAIT)
+    return sent
+
+
+def peek(sock: socket.socket) -> BaseException | None:
+    """One non-blocking look at *sock*: its error, ``EOFError`` at end of stream,
+    or None (bytes waiting to be read count as alive)."""
+    try:
+        if sock.recv(1, _PEEK_FLAGS) == b"":
+            return peer_closed()
+    except BlockingIOError:
+        return None
+    except OSError as exc:
+        return exc
+    return None
 
 
 class Connection:
@@ -40,11 +75,13 @@ class Connection:
         "last_write",
         "owes_end",
         "proven",
+        "raw",
         "sock",
     )
 
     def __init__(self, sock: socket.socket, address: str, generation: int, now: float) -> None:
-        self.sock = sock
+        self.sock: Stream = sock
+        self.raw = sock  # the socket under the stream
         self.address = address
         self.generation = generation
         self.buffer = bytearray()
@@ -65,9 +102,9 @@ class Connection:
             n = MAX_CHUNK
         if deadline is None:
             return self.sock.recv(n)
-        while wait_fd(self.sock.fileno(), select.POLLIN, deadline):
+        while wait_fd(self.raw.fileno(), select.POLLIN, deadline):
             with contextlib.suppress(BlockingIOError):
-                return self.sock.recv(n, socket.MSG_DONTWAIT)
+                return self.raw.recv(n, socket.MSG_DONTWAIT)
         return None
 
     def fill(self, frame: Frame, deadline: float | None) -> int:
@@ -92,41 +129,29 @@ class Connection:
         if deadline is None:
             self.sock.sendall(view)
             return len(view)
-        view = memoryview(view)
-        sent = 0
-        while sent < len(view) and wait_fd(self.sock.fileno(), select.POLLOUT, deadline):
-            with contextlib.suppress(BlockingIOError):
-                sent += self.sock.send(view[sent:], socket.MSG_DONTWAIT)
-        return sent
+        return send_within(self.raw, view, deadline)
 
     def peer_gone(self) -> BaseException | None:
         """Why the peer closed or reset the connection, or None if it has not as
         far as one non-blocking peek can tell (unread bytes count as alive)."""
-        try:
-            if self.sock.recv(1, _PEEK_FLAGS) == b"":
-                return peer_closed()
-        except BlockingIOError:
-            return None
-        except OSError as exc:
-            return exc
-        return None
+        return peek(self.raw)
 
     def shutdown(self) -> None:
         """Wake every thread blocked on this socket; the fd stays open."""
         with contextlib.suppress(OSError):  # already reset or not connected: nothing to wake
-            self.sock.shutdown(socket.SHUT_RDWR)
+            self.raw.shutdown(socket.SHUT_RDWR)
 
     def extra_info(self, name: str, default: Any = None) -> Any:
         """asyncio's transport names: ``peername``, ``sockname``, ``socket``."""
         try:
             if name == "peername":
-                return self.sock.getpeername()
+                return self.raw.getpeername()
             if name == "sockname":
-                return self.sock.getsockname()
+                return self.raw.getsockname()
         except OSError:
             return default
         if name == "socket":
-            return self.sock
+            return self.raw
         return default
 
 
