@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from ._address import Address
 from ._errors import ClosedConnectionError, DialError, GaveUpError
-from ._log import log_callback_failed
-from ._messages import not_connected
+from ._log import log_callback_failed, log_queued_discarded
+from ._messages import no_room, not_connected
 from ._options import Options, bind_options, document_options
 from ._state import Lifecycle, Stats
 
@@ -67,7 +67,24 @@ class ConnBase(Generic[LinkT, HookT]):
             dial_timeout=options.dial_timeout,
             max_attempts=options.max_attempts,
             give_up_after=options.give_up_after,
+            buffer=options.buffer,
         )
+
+    def _queued_discarded(self, writes: int, nbytes: int) -> None:
+        """Log what ``close()`` dropped of the queue (``outbox.discard()``, taken
+        under the front end's lock); called outside it."""
+        if writes:
+            log_queued_discarded(self._opts.logger, self._opts.label, writes, nbytes)
+
+    def _no_room(self, seconds: float) -> TimeoutError:
+        """The error of a write that found neither room in the buffer nor a
+        connection within *seconds*."""
+        outbox = self._life.outbox
+        if not outbox.limit:
+            return self._not_connected(seconds)
+        error = TimeoutError(no_room(seconds, outbox.size, outbox.limit))
+        error.__cause__ = self._life.last_error
+        return error
 
     def _not_connected(self, seconds: float) -> TimeoutError:
         """The error of a call that waited *seconds* for a connection in vain: it
@@ -113,8 +130,9 @@ class ConnBase(Generic[LinkT, HookT]):
         step.log(self._opts.logger)
         return step.delay
 
-    def _install(self, link: LinkT) -> bool:
-        """Make a freshly dialed connection the current one; False if closed."""
+    def _install(self, link: LinkT) -> bool | None:
+        """Make a freshly dialed connection the current one, unless writes are
+        queued (None: send them on it first) or the ``Conn`` is closed (False)."""
         raise NotImplementedError
 
     @property
@@ -161,6 +179,11 @@ class ConnBase(Generic[LinkT, HookT]):
         return self._life.generation
 
     @property
+    def buffered(self) -> int:
+        """Bytes of writes queued now (``buffer=``), waiting for a connection."""
+        return self._life.outbox.size
+
+    @property
     def stats(self) -> Stats:
         """A snapshot of this ``Conn``'s counters and state (see :class:`perconn.Stats`)."""
         return self._life.stats()
@@ -186,10 +209,12 @@ def dial_failed(ref: Callable[[], ConnBase[Any, Any] | None], exc: BaseException
     return None if conn is None else conn._dial_failed(exc)
 
 
-def install(ref: Callable[[], ConnBase[LinkT, Any] | None], link: LinkT) -> bool:
-    """``conn._install(link)``, or False if the ``Conn`` is gone (then close *link*)."""
+def install(ref: Callable[[], ConnBase[LinkT, Any] | None], link: LinkT) -> bool | None:
+    """``conn._install(link)``: True if *link* is now current; None if writes
+    are queued (send them on *link* first, then call again); False if the
+    ``Conn`` is closed or gone (then close *link*)."""
     conn = ref()
-    return conn is not None and conn._install(link)
+    return False if conn is None else conn._install(link)
 
 
 class _Stream(Protocol):

@@ -12,7 +12,15 @@ from . import _messages
 from ._errors import ConnectionIOError, DialError, GaveUpError
 from ._options import LoggerLike
 
-__all__ = ["log_callback_failed", "log_connected", "log_dial_failed", "log_discarded", "log_dropped", "log_gave_up"]
+__all__ = [
+    "log_callback_failed",
+    "log_connected",
+    "log_dial_failed",
+    "log_discarded",
+    "log_dropped",
+    "log_gave_up",
+    "log_queued_discarded",
+]
 
 
 def log_dial_failed(
@@ -48,3 +56,10 @@ def log_discarded(logger: LoggerLike, address: str, nbytes: int, generation: int
 def log_callback_failed(logger: LoggerLike, name: str, exc: BaseException) -> None:
     """ERROR, with the traceback: a user callback raised."""
     logger.error("%s", _messages.callback_failed(name, exc), exc_info=exc, extra={"error": exc})
+
+
+def log_queued_discarded(logger: LoggerLike, address: str, writes: int, nbytes: int) -> None:
+    """WARNING: ``close()`` discarded queued writes; ``record.writes`` and
+    ``record.nbytes`` say how many (plain integers)."""
+    extra = {"error": None, "writes": writes, "nbytes": nbytes}
+    logger.warning("%s", _messages.queued_discarded(address, writes, nbytes), extra=extra)

@@ -142,3 +142,25 @@ def callback_failed(name: str, exc: BaseException) -> str:
 def connected(address: str, generation: int, attempts: int) -> str:
     """INFO: a connection was established."""
     return f"connected to {address} (generation {generation}, after {attempts} attempt{'' if attempts == 1 else 's'})"
+
+
+def queued_discarded(address: str, writes: int, nbytes: int) -> str:
+    """WARNING: ``close()`` discarded the writes still queued (``buffer=``)."""
+    return (
+        f"closed with {writes} queued write{'' if writes == 1 else 's'} ({nbytes} byte{'' if nbytes == 1 else 's'}) "
+        f"not sent to {address}: discarded (flush() before close() sends them)"
+    )
+
+
+def no_room(seconds: float, size: int, limit: int) -> str:
+    """A write that found neither a connection nor room in the buffer in time."""
+    return (
+        f"write not queued within {duration(seconds)}: the buffer holds {size} of {limit} bytes "
+        "and no connection is up"
+    )
+
+
+def flush_timed_out(seconds: float, writes: int, nbytes: int) -> str:
+    """``flush()`` ran out of time with writes still queued (they stay queued)."""
+    plural = "" if writes == 1 else "s"
+    return f"flush timed out after {duration(seconds)} with {writes} write{plural} ({nbytes} bytes) still queued"

@@ -66,6 +66,7 @@ if TYPE_CHECKING:
         keepalive: float | None
         ssl: bool | _ssl.SSLContext | None
         server_hostname: str | None
+        buffer: int
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,7 @@ class Options:
     keepalive: float | None = DEFAULT_KEEPALIVE
     ssl: _ssl.SSLContext | None = None
     server_hostname: str | None = None
+    buffer: int = 0
 
     @property
     def label(self) -> str:
@@ -132,6 +134,7 @@ def make_options(
     keepalive: float | None = DEFAULT_KEEPALIVE,
     ssl: bool | _ssl.SSLContext | None = None,
     server_hostname: str | None = None,
+    buffer: int = 0,
 ) -> Options:
     """Validate the arguments of ``Conn``/``connect`` and bundle them.
 
@@ -166,6 +169,10 @@ def make_options(
         server_hostname: the name TLS verifies and sends as SNI; default: the host
             of the address dialed. Required over a ``unix:`` address unless the
             context's ``check_hostname`` is off.
+        buffer: bytes of whole writes kept while no connection is up, sent in
+            order on the next connection before any later write (0: writes wait
+            for a connection). ``close()`` discards what is queued; ``flush()``
+            first to send it.
 
     Raises:
         TypeError: an argument has the wrong type (named in the message, with its value).
@@ -191,6 +198,10 @@ def make_options(
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be >= 1 or None, got {max_attempts!r}")
     context, hostname = _tls(ssl, server_hostname, addresses)
+    if isinstance(buffer, bool) or not isinstance(buffer, int):
+        raise TypeError(f"buffer must be an int (bytes), got {_kind(buffer)}")
+    if buffer < 0:
+        raise ValueError(f"buffer must be >= 0 bytes, got {buffer!r}")
     return Options(
         addresses=addresses,
         dial_timeout=timeout,
@@ -203,6 +214,7 @@ def make_options(
         keepalive=_seconds("keepalive", keepalive, allow_none=True),
         ssl=context,
         server_hostname=hostname,
+        buffer=buffer,
     )
 
 

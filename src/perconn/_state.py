@@ -47,6 +47,7 @@ from ._backoff import Backoff
 from ._errors import ConnectionIOError, DialError, Error, GaveUpError
 from ._log import log_connected, log_dial_failed, log_dropped, log_gave_up
 from ._options import LoggerLike
+from ._outbox import Outbox
 
 __all__ = ["LAST_DIAL_MIN", "Lifecycle", "Phase", "Stats", "Step"]
 
@@ -95,6 +96,10 @@ class Stats:
         last_error: the newest :class:`DialError` or :class:`ConnectionIOError`, or None.
         state: ``"dialing"``, ``"connected"`` or ``"closed"``.
         state_since: ``time.monotonic()`` when it entered that state.
+        buffered: bytes of writes queued now (``buffer=``), waiting for a connection.
+        dropped_writes: writes that ended with nothing sent: timed out (for want
+            of room in the buffer, of a connection, or of room in the socket) or
+            discarded by ``close()``.
     """
 
     dials: int
@@ -105,6 +110,8 @@ class Stats:
     last_error: Error | None
     state: str
     state_since: float
+    buffered: int = 0
+    dropped_writes: int = 0
 
 
 class Lifecycle:
@@ -119,6 +126,7 @@ class Lifecycle:
         dial_timeout: seconds one dial (of one address) may take (None: no bound).
         max_attempts: consecutive failed rounds before giving up (None: never).
         give_up_after: seconds without a connection before giving up (None: never).
+        buffer: bytes of writes :attr:`outbox` may queue while no connection is up.
         random: source of uniform samples in [0, 1); injected for tests.
     """
 
@@ -131,9 +139,12 @@ class Lifecycle:
         dial_timeout: float | None = None,
         max_attempts: int | None = None,
         give_up_after: float | None = None,
+        buffer: int = 0,
         random: Callable[[], float] = _random.random,
     ) -> None:
         self.backoff = backoff
+        self.outbox = Outbox(buffer)
+        """Writes queued while no connection is up, and the count of dropped ones."""
         self._addresses = addresses
         self._next = 0  # which address of the round is dialed next
         self.address: Address | None = None
@@ -326,4 +337,6 @@ class Lifecycle:
             last_error=self.last_error,
             state=self.phase.value,
             state_since=self.state_since,
+            buffered=self.outbox.size,
+            dropped_writes=self.outbox.dropped_writes,
         )

@@ -28,7 +28,9 @@ from .._base import ConnBase, begin_dial, dial_failed, install, publish
 from .._errors import ConnectionIOError, Error, peer_closed, reconnect_requested
 from .._log import log_discarded
 from .._lookup import Lookup, Resolver
+from .._messages import flush_timed_out
 from .._options import Options
+from .._outbox import Outbox
 from .._reading import DEFAULT_LIMIT, Cursor, Frame, exactly, until
 from .._sockopts import tcp_options
 from .._validate import check_bytes, check_count, check_separator, check_size, check_timeout, timed_out
@@ -187,15 +189,23 @@ class Conn(ConnBase[Connection, OnConnect]):
     def write(self, data: bytes | bytearray | memoryview, timeout: float | None = None) -> int:
         """Write all of *data* on one connection and return ``len(data)``.
 
-        Waits for a connection if none is up. If the connection was idle, first
-        checks that the peer has not closed it, and if so reconnects and writes
-        on the new one (on Linux a write into a connection the peer already
-        closed would otherwise succeed and its bytes vanish).
+        Waits for a connection if none is up, unless ``buffer`` has room: then
+        *data* is queued (copied) and the call returns at once; queued writes go
+        out in order on the next connection before any later write. If the
+        connection was idle, first checks that the peer has not closed it, and
+        if so reconnects and writes on the new one (on Linux a write into a
+        connection the peer already closed would otherwise succeed and its bytes
+        vanish).
+
+        ``timeout=0`` never blocks: *data* is queued, or handed to the socket
+        (what the socket did not take at once is sent before any later write),
+        or ``TimeoutError`` is raised with nothing sent.
 
         Raises:
-            TimeoutError: *data* was not all sent within *timeout*. If none of it
-                went out the connection stays up; if part did, its stream is torn,
-                so that connection is dropped (and logged) before this raises.
+            TimeoutError: *data* was not all sent (or queued) within *timeout*.
+                If none of it went out the connection stays up (counted in
+                ``stats.dropped_writes``); if part did, its stream is torn, so that
+                connection is dropped (and logged) before this raises.
             ConnectionIOError: the connection failed.
             ClosedConnectionError: the ``Conn`` is or became closed.
         """
@@ -208,7 +218,13 @@ class Conn(ConnBase[Connection, OnConnect]):
                 raise error
         deadline = None if seconds is None else time.monotonic() + seconds
         while True:
-            link = self._enter(self._wlock, deadline, seconds)
+            if self._link is None and self._opts.buffer and self._park(view, deadline, seconds):
+                return len(view)
+            try:
+                link = self._enter(self._wlock, deadline, seconds)
+            except TimeoutError:
+                self._dropped()
+                raise
             try:
                 now = time.monotonic()
                 # Probe an idle connection, or one holding unread bytes: a peer that
@@ -223,6 +239,40 @@ class Conn(ConnBase[Connection, OnConnect]):
                 self._wlock.release()
             # The peer closed the connection while it sat idle: redial, then write there.
             self._io_failed(link, "write", gone)
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until every queued write was handed to a connection (and the
+        rest of a ``timeout=0`` write the socket had not taken, too). A connection
+        dropping meanwhile does not end the wait: it goes on with the next one.
+        ``flush()`` then ``close()`` shuts down without discarding anything.
+
+        Raises:
+            TimeoutError: writes were still queued after *timeout*; they stay queued.
+            ClosedConnectionError: the ``Conn`` is or became closed.
+        """
+        seconds = check_timeout(timeout)
+        deadline = None if seconds is None else time.monotonic() + seconds
+        outbox = self._life.outbox
+        with self._cond:
+            while True:
+                if self._closed:
+                    raise self._closed_error()
+                if not len(outbox):
+                    break
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError(flush_timed_out(seconds or 0.0, len(outbox), outbox.size))
+                self._cond.wait(remaining)
+            link = self._link
+        if link is None or link.rest is None:
+            return
+        if not self._wlock.acquire(timeout=-1 if deadline is None else max(0.0, deadline - time.monotonic())):
+            raise timed_out("flush", seconds or 0.0)
+        try:
+            if link.rest is not None and link is self._link:
+                self._send(link, b"", deadline, seconds)
+        finally:
+            self._wlock.release()
 
     def reconnect(self) -> None:
         """Drop the current connection (if any) and dial again at once, the
@@ -260,6 +310,7 @@ class Conn(ConnBase[Connection, OnConnect]):
         with self._cond:
             if not self._life.close(time.monotonic()):
                 return
+            discarded = self._life.outbox.discard()
             link, self._link = self._link, None
             dialer = self._dialer
             if dialer is not None:
@@ -268,6 +319,7 @@ class Conn(ConnBase[Connection, OnConnect]):
                 if dialer.handshaking is not None:
                     dialer.handshaking()
             self._cond.notify_all()
+        self._queued_discarded(*discarded)
         try:
             if link is not None:
                 link.shutdown()
@@ -366,12 +418,21 @@ class Conn(ConnBase[Connection, OnConnect]):
         return data
 
     def _send(self, link: Connection, view: bytes | memoryview, deadline: float | None, seconds: float | None) -> None:
-        """Send all of *view* on *link* (the caller holds ``_wlock``)."""
+        """Send all of *view* on *link*, after the rest of an earlier write (the
+        caller holds ``_wlock``); with ``seconds == 0``, only what the socket
+        takes at once, the rest kept for the next write."""
         try:
-            if deadline is None:  # the hot path, inline
+            if deadline is None and link.rest is None:  # the hot path, inline
                 link.sock.sendall(view)
                 return
-            sent = link.send(view, deadline)
+            if link.rest is not None and not link.send_rest(deadline):
+                sent = 0  # not even the earlier write's rest went: nothing of this one
+            elif not view:
+                return
+            elif seconds == 0:
+                sent = len(view) if not view or link.send_now(view) else 0
+            else:
+                sent = link.send(view, deadline)
         except OSError as exc:
             failed = self._io_failed(link, "write", exc)
             self._cursor.raised(link)  # this writer hears of it: nobody else is owed it
@@ -381,7 +442,34 @@ class Conn(ConnBase[Connection, OnConnect]):
         error = timed_out("write", seconds or 0.0)
         if sent:  # the stream is torn: nothing written later may follow these bytes
             self._io_failed(link, "write", TimeoutError(f"{error} with {sent} of {len(view)} bytes sent"))
+        else:
+            self._dropped()
         raise error
+
+    def _park(self, view: bytes | memoryview, deadline: float | None, seconds: float | None) -> bool:
+        """While no connection is up, queue a copy of *view* in the buffer if it
+        fits, waiting for room until *deadline*. False once a connection is up,
+        or if *view* can never fit: then it waits for a connection instead."""
+        outbox = self._life.outbox
+        with self._cond:
+            while True:
+                if self._closed:
+                    raise self._closed_error()
+                if self._link is not None or outbox.never_fits(len(view)):
+                    return False
+                if outbox.fits(len(view)):
+                    outbox.put(bytes(view))
+                    return True
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    outbox.refused()
+                    raise self._no_room(seconds or 0.0)
+                self._cond.wait(remaining)
+
+    def _dropped(self) -> None:
+        """A write ended with nothing sent."""
+        with self._lock:
+            self._life.outbox.refused()
 
     def _read_failed(self, link: Connection, cause: BaseException, partial: bool = False) -> Error:
         """The error for a reader (holding ``_rlock``) that found *link* failed:
@@ -459,12 +547,14 @@ class Conn(ConnBase[Connection, OnConnect]):
         self._dialer = None
         self._cond.notify_all()
 
-    def _install(self, link: Connection) -> bool:
+    def _install(self, link: Connection) -> bool | None:
         """Make a freshly dialed connection the current one; False (and nothing
-        done) if the ``Conn`` was closed meanwhile."""
+        done) if the ``Conn`` was closed meanwhile, None if writes are queued."""
         with self._cond:
             if self._closed:
                 return False
+            if len(self._life.outbox):
+                return None
             now = time.monotonic()
             link.last_write = now
             self._link = link
@@ -530,6 +620,7 @@ def _dial_thread(ref: weakref.ref[Conn], delay: float, retired: Connection | Non
         if conn is None:
             return
         opts, resolver = conn._opts, conn._resolver
+        outbox, cond, cursor = conn._life.outbox, conn._cond, conn._cursor
         if retired is not None:
             conn._retire(retired)
         del conn
@@ -551,11 +642,52 @@ def _dial_thread(ref: weakref.ref[Conn], delay: float, retired: Connection | Non
                     return
                 delay = next_delay
                 continue
-            if not install(ref, link):
+            try:
+                installed = _flush_and_install(ref, link, dialer, outbox, cond, cursor)
+            except OSError as exc:
+                link.sock.close()
+                next_delay = dial_failed(ref, exc)
+                if next_delay is None:
+                    return
+                delay = next_delay
+                continue
+            if not installed:
                 link.sock.close()
             return
     finally:
         dialer.close_pipe()
+
+
+def _flush_and_install(
+    ref: weakref.ref[Conn],
+    link: Connection,
+    dialer: Dialer,
+    outbox: Outbox,
+    cond: threading.Condition,
+    cursor: Cursor[Connection],
+) -> bool:
+    """Hand the queued writes to the fresh *link* in order, then make it current
+    (once the queue is empty, atomically); False if the ``Conn`` closed.
+
+    Raises:
+        OSError: *link* failed; the write being sent is not sent again, those
+            not yet handed to it stay queued for the next connection.
+    """
+    while (installed := install(ref, link)) is None:
+        with cond:
+            data = outbox.head()
+        if data is None:  # close() discarded the queue: the next install says so
+            continue
+        cursor.wrote(link)  # reads follow writes: replies come on this connection
+        dialer.handshaking = link.shutdown  # close() wakes a blocked send
+        try:
+            link.sock.sendall(data)
+        finally:
+            dialer.handshaking = None
+            with cond:
+                outbox.handed(data)
+                cond.notify_all()
+    return installed
 
 
 _connect = publish(

@@ -76,12 +76,14 @@ class Connection:
         "owes_end",
         "proven",
         "raw",
+        "rest",
         "sock",
     )
 
     def __init__(self, sock: socket.socket, address: str, generation: int, now: float) -> None:
         self.sock: Stream = sock
         self.raw = sock  # the socket under the stream
+        self.rest: bytes | None = None  # what the socket did not take of a timeout=0 write
         self.address = address
         self.generation = generation
         self.buffer = bytearray()
@@ -130,6 +132,31 @@ class Connection:
             self.sock.sendall(view)
             return len(view)
         return send_within(self.raw, view, deadline)
+
+    def send_now(self, view: bytes | memoryview) -> bool:
+        """Hand *view* to the socket without waiting: False if it took nothing;
+        what it did not take becomes :attr:`rest`, sent before any later write."""
+        try:
+            sent = self.raw.send(view, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return False
+        if sent < len(view):
+            self.rest = bytes(view[sent:])
+        return True
+
+    def send_rest(self, deadline: float | None) -> bool:
+        """Send :attr:`rest` (raw bytes: already encrypted over TLS) until
+        *deadline*; True once none is left."""
+        rest = self.rest
+        if rest is None:
+            return True
+        if deadline is None:
+            self.raw.sendall(rest)
+            sent = len(rest)
+        else:
+            sent = send_within(self.raw, rest, deadline)
+        self.rest = rest[sent:] or None
+        return self.rest is None
 
     def peer_gone(self) -> BaseException | None:
         """Why the peer closed or reset the connection, or None if it has not as

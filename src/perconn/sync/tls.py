@@ -230,6 +230,14 @@ class TLSConnection(Connection):
             return len(view)
         return min(len(view) - 1, max(1, len(view) * sent // len(records)))  # torn: an estimate of the plain bytes
 
+    def send_now(self, view: bytes | memoryview) -> bool:
+        if not wait_fd(self.raw.fileno(), select.POLLOUT, 0.0):  # a deadline already past: no waiting
+            return False
+        records = self.stream.encrypt(view)  # made: they all go, now or as the rest
+        if not super().send_now(records):
+            self.rest = records
+        return True
+
     def peer_gone(self) -> BaseException | None:
         return self.stream.peer_gone()
 
