@@ -16,24 +16,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import socket
 import time
 import warnings
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, cast
 
 from .._address import Address
 from .._base import ConnBase, begin_dial, dial_failed, install, publish
 from .._errors import ConnectionIOError, reconnect_requested
 from .._log import log_discarded
 from .._lookup import Lookup, Resolver, Target
+from .._messages import flush_timed_out
 from .._options import Options
+from .._outbox import Outbox
 from .._reading import DEFAULT_LIMIT, Cursor, Frame, ended, exactly, some, until
 from .._sockopts import tcp_options
 from .._validate import check_bytes, check_count, check_separator, check_size, check_timeout, timed_out
+from .dialer import connect_first
 from .link import Connection, Link, within
 
 if TYPE_CHECKING:
@@ -94,6 +96,7 @@ class Conn(ConnBase[Connection, OnConnect]):
         self._closing: asyncio.Future[None] | None = None
         self._dialer: asyncio.Task[None] | None = None
         self._resolver = Resolver()  # outlives dial tasks: a pending lookup is reused
+        self._changed = Signal()  # a connection came up, the buffer made room, or the Conn closed
         # Last: until it exists, __del__ takes this for a half-made Conn and stays quiet.
         self._life = self._lifecycle(options)
         self._start_dialer(0.0)
@@ -176,10 +179,15 @@ class Conn(ConnBase[Connection, OnConnect]):
         Waits for a connection, and for the transport's buffer to fall below its
         high-water mark, before handing *data* over whole: so a timeout means
         nothing was written, and memory stays bounded by the high-water mark plus
-        one write.
+        one write. While no connection is up, a write that fits in ``buffer`` is
+        queued (copied) and returns at once; queued writes go out in order on the
+        next connection before any later write. ``timeout=0`` never waits: the
+        write is handed over (the transport below its high-water mark) or
+        queued, or ``TimeoutError`` is raised with nothing written.
 
         Raises:
-            TimeoutError: nothing was written within *timeout*; the connection stays up.
+            TimeoutError: nothing was written within *timeout* (counted in
+                ``stats.dropped_writes``); the connection stays up.
             ConnectionIOError: the connection ended while waiting for room.
             ClosedConnectionError: the ``Conn`` is or became closed.
         """
@@ -192,7 +200,16 @@ class Conn(ConnBase[Connection, OnConnect]):
         link = self._link
         if link is None or not link.writable_now() or link.buffer:
             seconds = None if timeout is None else check_timeout(timeout)
-            link = await self._timed(self._writable(), seconds, "write")
+            try:
+                if seconds == 0:
+                    link = self._writable_now(data, link)
+                else:
+                    link = await self._timed(self._writable(data), seconds, "write")
+            except TimeoutError:
+                self._life.outbox.refused()
+                raise
+            if link is None:  # queued
+                return len(data)
         elif timeout is not None:
             check_timeout(timeout)
         transport = link.transport
@@ -201,6 +218,18 @@ class Conn(ConnBase[Connection, OnConnect]):
             link.wrote_into_failure()
         self._cursor.owed = link
         return len(data)
+
+    async def flush(self, timeout: float | None = None) -> None:
+        """Wait until every queued write was handed to a connection. A connection
+        dropping meanwhile does not end the wait: it goes on with the next one.
+        ``await flush()`` then ``await close()`` shuts down without discarding.
+
+        Raises:
+            TimeoutError: writes were still queued after *timeout*; they stay queued.
+            ClosedConnectionError: the ``Conn`` is or became closed.
+        """
+        seconds = check_timeout(timeout)
+        await self._timed(self._flushed(), seconds, "flush")
 
     async def reconnect(self) -> None:
         """Drop the current connection (if any) and dial again at once, the
@@ -235,6 +264,7 @@ class Conn(ConnBase[Connection, OnConnect]):
         self._closing = self._loop.create_future()
         try:
             self._life.close(time.monotonic())
+            self._queued_discarded(*self._life.outbox.discard())
             await self._shut()
         finally:
             self._closing.set_result(None)
@@ -243,6 +273,7 @@ class Conn(ConnBase[Connection, OnConnect]):
         """Release everything of a closed ``Conn``: wake every call, end the dial
         task, close the transports."""
         self._up.set()
+        self._changed.fire()
         links = {link for link in (self._link, self._cursor.reading, self._cursor.owed) if link is not None}
         self._link = None
         for link in links:
@@ -290,8 +321,11 @@ class Conn(ConnBase[Connection, OnConnect]):
             return aw
 
         def expired() -> BaseException:
+            if op == "flush":
+                outbox = self._life.outbox
+                return TimeoutError(flush_timed_out(seconds, len(outbox), outbox.size))
             if self._link is None and not self._closed:
-                return self._not_connected(seconds)
+                return self._no_room(seconds) if op == "write" else self._not_connected(seconds)
             return timed_out(op, seconds)
 
         return within(aw, seconds, expired)
@@ -306,20 +340,30 @@ class Conn(ConnBase[Connection, OnConnect]):
                 return link
             await self._up.wait()
 
-    async def _writable(self) -> Connection:
-        """The live connection once its transport has room.
+    async def _writable(self, data: bytes | memoryview) -> Connection | None:
+        """The live connection once its transport has room; or None once *data*
+        was queued in the buffer (no connection up, and room for it).
 
-        If it holds unread bytes, the loop first polls for I/O: a peer that
-        answered, then closed (a reply, then "BYE"), is seen to be gone before it
-        gets the next request, which then goes to a fresh connection. (Two yields:
-        asyncio runs a task woken by the first before the I/O callbacks of the
-        poll that follows it.)
+        If the connection holds unread bytes, the loop first polls for I/O: a
+        peer that answered, then closed (a reply, then "BYE"), is seen to be gone
+        before it gets the next request, which then goes to a fresh connection.
+        (Two yields: asyncio runs a task woken by the first before the I/O
+        callbacks of the poll that follows it.)
         """
         looked = False
+        outbox = self._life.outbox
         while True:
             if self._cursor.write_owed is not None:  # the connection it waited on failed
                 raise self._cursor.tell_writer()  # type: ignore[misc]
-            link = await self._current()
+            if self._closed:
+                raise self._closed_error()
+            link = self._link
+            if link is None:
+                if outbox.fits(len(data)):
+                    outbox.put(bytes(data))
+                    return None
+                await (self._current() if outbox.never_fits(len(data)) else self._changed.wait())
+                continue
             if link.buffer and not looked:
                 looked = True
                 await asyncio.sleep(0)
@@ -328,6 +372,33 @@ class Conn(ConnBase[Connection, OnConnect]):
             if link.writable_now():
                 return link
             await link.drained()
+
+    def _writable_now(self, data: bytes | memoryview, link: Connection | None) -> Connection | None:
+        """:meth:`_writable` without waiting (``timeout=0``).
+
+        Raises:
+            TimeoutError: neither a transport with room nor room in the buffer.
+        """
+        if self._closed:
+            raise self._closed_error()
+        if link is not None:
+            if link.writable_now():
+                return link
+            raise timed_out("write", 0.0)
+        outbox = self._life.outbox
+        if not outbox.fits(len(data)):
+            raise self._no_room(0.0)
+        outbox.put(bytes(data))
+        return None
+
+    async def _flushed(self) -> None:
+        """Return once the buffer is empty."""
+        while True:
+            if self._closed:
+                raise self._closed_error()
+            if not len(self._life.outbox):
+                return
+            await self._changed.wait()
 
     async def _reader(self) -> Connection:
         """The connection reads consume now (see :mod:`perconn._reading`)."""
@@ -383,8 +454,9 @@ class Conn(ConnBase[Connection, OnConnect]):
         self._callback("on_disconnect", error)
 
     def _start_dialer(self, delay: float) -> None:
+        shared = _Shared(self._opts, self._resolver, self._life.outbox, self._cursor, self._changed)
         self._dialer = self._loop.create_task(
-            _dial_loop(weakref.ref(self), self._opts, self._resolver, delay),
+            _dial_loop(weakref.ref(self), shared, delay),
             name=f"perconn-dial {self.address}",
         )
 
@@ -398,11 +470,15 @@ class Conn(ConnBase[Connection, OnConnect]):
         self._closing = self._loop.create_future()
         self._closing.set_result(None)
         self._up.set()
+        self._changed.fire()
 
-    def _install(self, link: Connection) -> bool:
-        """Make a freshly dialed connection the current one; False if closed."""
+    def _install(self, link: Connection) -> bool | None:
+        """Make a freshly dialed connection the current one; False if closed,
+        None if writes are queued (they go out on it first)."""
         if self._closed:
             return False
+        if len(self._life.outbox):
+            return None
         self._link = link
         link.installed = True
         self._cursor.attach(link)
@@ -410,6 +486,7 @@ class Conn(ConnBase[Connection, OnConnect]):
         proven = link.proven or self._opts.on_connect is not None
         step = self._life.established(time.monotonic(), proven=proven)
         self._up.set()
+        self._changed.fire()
         step.log(self._opts.logger)
         if link.failure is not None:  # it ended between its handshake and now
             self._link_ended(link)
@@ -452,6 +529,22 @@ def _tls(opts: Options, address: Address, budget: float | None) -> dict[str, Any
     return tls
 
 
+async def _unix_tls_unnamed(
+    loop: asyncio.AbstractEventLoop, factory: Callable[[], Connection], sock: socket.socket, tls: dict[str, Any]
+) -> Connection:
+    """TLS over a unix socket without a server name (the context checks none),
+    which ``create_unix_connection`` refuses: connect, then ``start_tls``."""
+    transport, link = await loop.create_unix_connection(factory, sock=sock)
+    timeout = tls.get("ssl_handshake_timeout")
+    try:
+        wrapped = await loop.start_tls(transport, link, tls["ssl"], server_hostname=None, ssl_handshake_timeout=timeout)
+        link.transport = cast(asyncio.Transport, wrapped)
+    except BaseException:
+        transport.abort()
+        raise
+    return link
+
+
 async def _dial_once(
     loop: asyncio.AbstractEventLoop,
     ref: weakref.ref[Conn],
@@ -471,22 +564,20 @@ async def _dial_once(
         return Connection(ref, loop, address.text, options)
 
     tls = _tls(opts, address, budget)
-    error: OSError = OSError(errno.EADDRNOTAVAIL, f"no address found for {address.text}")
     stage[0] = f"lookup of {address.host}"
     targets = await _targets(loop, resolver, address)
     stage[0] = "connect" if opts.ssl is None else "connect and TLS handshake"
-    for family, _, sockaddr in targets:
-        try:
-            if family == socket.AF_UNIX:
-                _, link = await loop.create_unix_connection(factory, cast(str, sockaddr), **tls)
-            else:
-                host, port = cast(tuple[str, int], sockaddr[:2])
-                _, link = await loop.create_connection(factory, host, port, family=family, **tls)
-            break
-        except OSError as exc:
-            error = exc
-    else:
-        raise error
+    sock = await connect_first(loop, address, targets)
+    try:
+        if sock.family == socket.AF_UNIX and tls and tls["server_hostname"] is None:
+            link = await _unix_tls_unnamed(loop, factory, sock, tls)
+        elif sock.family == socket.AF_UNIX:
+            _, link = await loop.create_unix_connection(factory, sock=sock, **tls)
+        else:
+            _, link = await loop.create_connection(factory, sock=sock, **tls)
+    except BaseException:  # a transport made of it has stopped watching it (asyncio) or holds it open (uvloop)
+        sock.close()
+        raise
     link.generation = generation
     hook = opts.on_connect
     if hook is None:
@@ -500,7 +591,32 @@ async def _dial_once(
     return link
 
 
-async def _dial_loop(ref: weakref.ref[Conn], opts: Options, resolver: Resolver, delay: float) -> None:
+class Signal:
+    """Wakes every task waiting for a change (a connection, room in the buffer,
+    the ``Conn`` closing); they then look again at what they wait for."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    async def wait(self) -> None:
+        await self._event.wait()
+
+    def fire(self) -> None:
+        self._event.set()
+        self._event = asyncio.Event()
+
+
+class _Shared(NamedTuple):
+    """What the dial task uses of its ``Conn``, which it holds only weakly."""
+
+    opts: Options
+    resolver: Resolver
+    outbox: Outbox
+    cursor: Cursor[Connection]
+    changed: Signal
+
+
+async def _dial_loop(ref: weakref.ref[Conn], shared: _Shared, delay: float) -> None:
     """Sleep and dial until connected, closed or given up; holds the ``Conn``
     only weakly, so a ``Conn`` dropped without ``close()`` can be collected."""
     loop = asyncio.get_running_loop()
@@ -517,16 +633,46 @@ async def _dial_loop(ref: weakref.ref[Conn], opts: Options, resolver: Resolver, 
             return timed_out(stage[0], budget or 0.0)  # noqa: B023 (called before the loop goes on)
 
         try:
-            link = await within(_dial_once(loop, ref, opts, resolver, stage, *begun), budget, expired)
-        except Exception as exc:  # OSError (TimeoutError, socket.gaierror) or the hook's
+            link = await within(_dial_once(loop, ref, shared.opts, shared.resolver, stage, *begun), budget, expired)
+            installed = await _flush_and_install(ref, link, shared)
+        except Exception as exc:  # OSError (TimeoutError, socket.gaierror), the hook's, or a failed flush
             next_delay = dial_failed(ref, exc)
             if next_delay is None:
                 return
             delay = next_delay
             continue
-        if not install(ref, link):
+        if not installed:
             link.abort()
         return
+
+
+async def _flush_and_install(ref: weakref.ref[Conn], link: Connection, shared: _Shared) -> bool:
+    """Hand the queued writes to the fresh *link* in order, never more than its
+    transport's high-water mark (plus one write) at a time, then make it current
+    once the queue is empty; False if the ``Conn`` closed.
+
+    Raises:
+        BaseException: *link* failed (why), or the dial was cancelled; *link* is
+            aborted. A write handed to it is not handed again; the others stay queued.
+    """
+    outbox = shared.outbox
+    try:
+        while (installed := install(ref, link)) is None:
+            if not link.writable_now():
+                if link.failure is not None:
+                    raise link.failure
+                await link.drained()
+                continue
+            data = outbox.head()
+            assert data is not None  # install() said writes are queued
+            shared.cursor.wrote(link)  # reads follow writes: replies come on this connection
+            link.write(data)
+            outbox.handed(data)
+            shared.changed.fire()
+    except BaseException:
+        link.abort()
+        raise
+    return installed
 
 
 _connect = publish(
