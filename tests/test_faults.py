@@ -12,7 +12,9 @@ checks it against the contract loosely:
 - (d) a SIGKILLed server: a ConnectionIOError, then round trips continue with its successor;
 - (f) an address list fails over from a blackholed or refusing first address
   to the second, and goes back to the first once it is up again;
-- (g) 100 server restarts under echo traffic leak no descriptor, thread or task.
+- (g) 100 server restarts under echo traffic leak no descriptor, thread or task;
+- (h) a name resolving to a blackholed address first and a working one second
+  connects after the Happy Eyeballs attempt delay, not after ``dial_timeout``.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from netns import figures, run_in_netns
+from isolated import run_isolated
+from netns import figures, netns_unavailable, run_in_netns
 
 import perconn
 import perconn.aio
@@ -451,3 +454,88 @@ def test_g_a_hundred_restarts_leak_nothing(front: str, tmp_path: Path) -> None:
     assert got["ioerrors"] <= 100
     assert got["close"] <= 0.1
     assert got["fds"] == {} and got["threads"] == [] and got["tasks"] == []
+
+
+# -- (h) Happy Eyeballs: a name whose first address is blackholed ---------------------------------
+
+EYEBALLS = """
+import socket, subprocess
+
+port = free_port()
+with open("/etc/hosts", "w") as hosts:  # this namespace's private copy
+    hosts.write("127.0.0.1 localhost\\n127.0.0.1 eyeballs.test\\n127.0.0.2 eyeballs.test\\n")
+order = [s[0] for *_, s in socket.getaddrinfo("eyeballs.test", port, type=socket.SOCK_STREAM)]
+DROP = ["INPUT", "-i", "lo", "-p", "tcp", "--syn", "-d", "127.0.0.1", "--dport", str(port), "-j", "DROP"]
+subprocess.run(["iptables", "-I", *DROP], check=True, timeout=10)  # the first address: blackholed
+
+listener = socket.create_server(("127.0.0.2", port))  # the second: a working echo server
+served = []  # the address each accepted connection was made to
+
+def echo():
+    client, _ = listener.accept()
+    served.append(client.getsockname()[0])
+    with client:
+        while data := client.recv(4096):
+            client.sendall(data)
+
+server = threading.Thread(target=echo, daemon=True)
+server.start()
+
+def syn_sent():
+    \"\"\"Connects still waiting for an answer from 127.0.0.1:port (state SYN_SENT).\"\"\"
+    with open("/proc/net/tcp") as table:
+        rows = [line.split() for line in table.readlines()[1:]]
+    return sum(row[2] == f"0100007F:{port:04X}" and row[3] == "02" for row in rows)
+
+def dropped():
+    \"\"\"SYNs the DROP rule took.\"\"\"
+    out = subprocess.run(["iptables", "-L", "INPUT", "-v", "-x", "-n"], capture_output=True, text=True, timeout=10)
+    return sum(int(line.split()[0]) for line in out.stdout.splitlines() if "DROP" in line and f"dpt:{port}" in line)
+
+fds = open_fds()
+start = time.monotonic()
+conn = front.connect(f"eyeballs.test:{port}", dial_timeout=10.0, retry_min=5.0, logger=log.logger)
+conn.wait_connected(timeout=5)
+took = time.monotonic() - start
+pending = syn_sent()
+round_trip(conn, b"hello\\n")
+stats = conn.stats
+conn.close()
+server.join(5)
+listener.close()
+front.stop()
+for _ in range(100):  # up to 1 s for descriptors to go
+    left = {fd: what for fd, what in open_fds().items() if fds.get(fd) != what}
+    if not left:
+        break
+    time.sleep(0.01)
+report(
+    order=order, took=took, syn_sent=pending, dropped=dropped(), served=served, address=stats.address,
+    dials=stats.dials, dial_failures=stats.dial_failures, fds=left,
+    warnings=[r.getMessage() for r in log.records if r.levelno >= logging.WARNING],
+    info=[r.getMessage() for r in log.records if r.levelno == logging.INFO],
+)
+"""
+
+
+@pytest.mark.parametrize("front", FRONTS)
+def test_h_a_blackholed_first_address_costs_only_the_attempt_delay(front: str, tmp_path: Path) -> None:
+    reason = netns_unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    got = figures(run_isolated(HEADER.replace("sys.argv[1]", repr(front)) + EYEBALLS, tmp_path))
+    print(
+        f"FAULT h {front}: eyeballs.test -> {got['order']}, the first blackholed ({got['dropped']} SYNs dropped):"
+        f" connected to {got['served']} after {got['took'] * 1000:.0f} ms (dial_timeout 10 s);"
+        f" {got['syn_sent']} attempts left pending"
+    )
+    assert got["order"] == ["127.0.0.1", "127.0.0.2"], got  # the resolver puts the blackholed one first
+    assert got["dropped"] >= 1, got  # and it was tried
+    assert 0.2 <= got["took"] < 2.0, got  # the next attempt began 250 ms after it, not after dial_timeout
+    assert got["served"] == ["127.0.0.2"], got  # one connection, to the second address
+    assert got["syn_sent"] == 0, got  # the abandoned attempt was closed when the other won
+    assert (got["dials"], got["dial_failures"]) == (1, 0), got
+    assert got["warnings"] == [], got  # one dial, and it succeeded: the abandoned attempt is no failure
+    assert got["info"] == [f"connected to {got['address']} (generation 1, after 1 attempt)"], got
+    assert got["address"].startswith("eyeballs.test:"), got
+    assert got["fds"] == {}, got

@@ -566,8 +566,10 @@ async def _dial_once(
     tls = _tls(opts, address, budget)
     stage[0] = f"lookup of {address.host}"
     targets = await _targets(loop, resolver, address)
-    stage[0] = "connect" if opts.ssl is None else "connect and TLS handshake"
+    stage[0] = "connect"
     sock = await connect_first(loop, address, targets)
+    if opts.ssl is not None:
+        stage[0] = "TLS handshake"
     try:
         if sock.family == socket.AF_UNIX and tls and tls["server_hostname"] is None:
             link = await _unix_tls_unnamed(loop, factory, sock, tls)

@@ -1,7 +1,7 @@
 """Dialing for the synchronous front end: wait for the name lookup (in a thread of
-its own, :mod:`perconn._lookup`) and connect, never blocking past a wake-up file
-descriptor, so ``close()`` can abort a dial at once; and the background thread
-that does it."""
+its own, :mod:`perconn._lookup`) and connect (racing the addresses found, as
+:mod:`perconn._eyeballs` says), never blocking past a wake-up file descriptor,
+so ``close()`` can abort a dial at once; and the background thread that does it."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 
 from .._address import Address
+from .._eyeballs import ATTEMPT_DELAY, Race
 from .._lookup import Lookup, Target
 from .._sockopts import SockOpt
 from .._validate import timed_out
@@ -51,24 +52,35 @@ def configure(sock: socket.socket, options: list[SockOpt]) -> None:
             sock.setsockopt(level, option, value)
 
 
-def _connect_one(target: Target, deadline: float | None, wake_fd: int, options: list[SockOpt]) -> socket.socket:
+def _begin(target: Target) -> tuple[socket.socket, bool]:
+    """Begin a non-blocking connect to *target*: its socket, and whether it is
+    connected already (else it is in progress: poll it for ``POLLOUT``).
+
+    Raises:
+        OSError: the connect failed at once (the socket is closed).
+    """
     family, proto, sockaddr = target
     sock = socket.socket(family, socket.SOCK_STREAM, proto)
     try:
         sock.setblocking(False)
         err = sock.connect_ex(sockaddr)
-        if err in (errno.EINPROGRESS, errno.EAGAIN):
-            if not wait_fd(sock.fileno(), select.POLLOUT, deadline, wake_fd):
-                raise TimeoutError(errno.ETIMEDOUT, "connect timed out")
-            err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        if err:
+        if err and err not in (errno.EINPROGRESS, errno.EAGAIN):
             raise OSError(err, os.strerror(err))
-        sock.setblocking(True)
-        configure(sock, options)
-        return sock
     except BaseException:
         sock.close()
         raise
+    return sock, not err
+
+
+def _established(sock: socket.socket, options: list[SockOpt]) -> socket.socket:
+    """*sock*, connected, made blocking and given *options*; closed if that fails."""
+    try:
+        sock.setblocking(True)
+        configure(sock, options)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def wait_lookup(lookup: Lookup, deadline: float | None, budget: float | None, dialer: Dialer) -> list[Target]:
@@ -95,30 +107,67 @@ def wait_lookup(lookup: Lookup, deadline: float | None, budget: float | None, di
 
 
 def connect_first(
-    address: Address, targets: list[Target], budget: float | None, wake_fd: int, options: list[SockOpt]
+    address: Address,
+    targets: list[Target],
+    budget: float | None,
+    wake_fd: int,
+    options: list[SockOpt],
+    delay: float = ATTEMPT_DELAY,
 ) -> socket.socket:
     """Open a connected, blocking socket to the first of *targets* that accepts,
     with the TCP *options*.
 
+    The targets are raced as :mod:`perconn._eyeballs` says (Happy Eyeballs): a
+    new non-blocking connect every *delay* seconds (or at once when one fails),
+    all polled together with *wake_fd* in one ``poll``. The first to connect
+    wins; every other socket opened is closed before this returns or raises.
     *budget* bounds the connecting, all targets together (None: no bound).
 
     Raises:
-        OSError: connecting failed (the last target's error); ``TimeoutError``
-            when *budget* ran out.
+        OSError: every target failed (the error of the last to fail);
+            ``TimeoutError`` when *budget* ran out first.
         DialAborted: *wake_fd* is or became readable.
     """
     if wait_fd(wake_fd, select.POLLIN, time.monotonic()):  # woken while resolving
         raise DialAborted
     deadline = None if budget is None else time.monotonic() + budget
-    error: OSError = OSError(errno.EADDRNOTAVAIL, f"no address found for {address.text}")
-    for target in targets:
-        try:
-            return _connect_one(target, deadline, wake_fd, options)
-        except TimeoutError:
-            raise timed_out("connect", budget or 0.0) from None
-        except OSError as exc:
-            error = exc
-    raise error
+    race = Race(address, targets, delay)
+    attempts: dict[int, socket.socket] = {}  # by descriptor: the connects in progress
+    poller = select.poll()
+    poller.register(wake_fd, select.POLLIN)
+    try:
+        while True:  # ends: each pass starts or ends an attempt, or waits for a start, the deadline or wake_fd
+            now = time.monotonic()
+            while (target := race.start(now)) is not None:  # bounded by the number of targets
+                try:
+                    sock, connected = _begin(target)
+                except OSError as exc:
+                    race.failed(exc)
+                    continue
+                if connected:
+                    return _established(sock, options)
+                attempts[sock.fileno()] = sock
+                poller.register(sock, select.POLLOUT)
+            if race.lost:
+                raise race.error
+            left = None if deadline is None else deadline - now
+            if left is not None and left <= 0:
+                raise timed_out("connect", budget or 0.0)
+            waits = [w for w in (left, race.wait(now)) if w is not None]
+            ready = poller.poll(min(waits) * 1000.0 if waits else None)
+            if any(fd == wake_fd for fd, _ in ready):
+                raise DialAborted
+            for fd, _ in ready:
+                sock = attempts.pop(fd)
+                poller.unregister(fd)
+                err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if not err:
+                    return _established(sock, options)
+                sock.close()
+                race.failed(OSError(err, os.strerror(err)))
+    finally:
+        for sock in attempts.values():  # the losers, or every attempt (failure, timeout, abort)
+            sock.close()
 
 
 class Dialer:
