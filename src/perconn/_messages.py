@@ -155,8 +155,7 @@ def queued_discarded(address: str, writes: int, nbytes: int) -> str:
 def no_room(seconds: float, size: int, limit: int) -> str:
     """A write that found neither a connection nor room in the buffer in time."""
     return (
-        f"write not queued within {duration(seconds)}: the buffer holds {size} of {limit} bytes "
-        "and no connection is up"
+        f"write not queued within {duration(seconds)}: the buffer holds {size} of {limit} bytes and no connection is up"
     )
 
 

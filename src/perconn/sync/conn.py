@@ -170,6 +170,25 @@ class Conn(ConnBase[Connection, OnConnect]):
             ConnectionIOError: the connection failed before *n* bytes arrived.
             ClosedConnectionError: the ``Conn`` is or became closed.
         """
+        link = self._link
+        if timeout is None and link is not None and n.__class__ is int and n > 0 and not link.buffer:
+            # The hot path: one recv of the live connection, nothing buffered (else the general path below).
+            self._rlock.acquire()
+            try:
+                if link is self._link and not link.buffer and link.proven and self._cursor.reading is link:
+                    try:
+                        data = link.sock.recv(n)
+                    except OSError as exc:
+                        raise self._read_failed(link, exc)  # noqa: B904 (the cause is set inside)
+                    if len(data) == n:
+                        if self._cursor.owed is link:  # Cursor.returned(), inline
+                            self._cursor.owed = None
+                        return data
+                    if not data:
+                        raise self._read_failed(link, peer_closed())
+                    link.buffer += data  # the rest as below: these bytes are the first of it
+            finally:
+                self._rlock.release()
         n = check_count("n", n)
         return self._read_frame(exactly(n), timeout) if n else b""
 
@@ -220,11 +239,19 @@ class Conn(ConnBase[Connection, OnConnect]):
         while True:
             if self._link is None and self._opts.buffer and self._park(view, deadline, seconds):
                 return len(view)
-            try:
-                link = self._enter(self._wlock, deadline, seconds)
-            except TimeoutError:
-                self._dropped()
-                raise
+            wlock = self._wlock
+            link = None
+            if deadline is None:  # _enter(), inline on the hot path
+                wlock.acquire()
+                link = self._link
+                if link is None:
+                    wlock.release()
+            if link is None:
+                try:
+                    link = self._enter(wlock, deadline, seconds)
+                except TimeoutError:
+                    self._dropped()
+                    raise
             try:
                 now = time.monotonic()
                 # Probe an idle connection, or one holding unread bytes: a peer that
@@ -232,11 +259,17 @@ class Conn(ConnBase[Connection, OnConnect]):
                 gone = None if now - link.last_write < IDLE_PROBE_AFTER and not link.buffer else link.peer_gone()
                 if gone is None:
                     self._cursor.owed = link
-                    self._send(link, view, deadline, seconds)
+                    if deadline is None and link.rest is None:  # the hot path, inline
+                        try:
+                            link.sock.sendall(view)
+                        except OSError as exc:
+                            raise self._write_failed(link, exc)  # noqa: B904 (the cause is set inside)
+                    else:
+                        self._send(link, view, deadline, seconds)
                     link.last_write = now
                     return len(view)
             finally:
-                self._wlock.release()
+                wlock.release()
             # The peer closed the connection while it sat idle: redial, then write there.
             self._io_failed(link, "write", gone)
 
@@ -422,7 +455,7 @@ class Conn(ConnBase[Connection, OnConnect]):
         caller holds ``_wlock``); with ``seconds == 0``, only what the socket
         takes at once, the rest kept for the next write."""
         try:
-            if deadline is None and link.rest is None:  # the hot path, inline
+            if deadline is None and link.rest is None:
                 link.sock.sendall(view)
                 return
             if link.rest is not None and not link.send_rest(deadline):
@@ -434,9 +467,7 @@ class Conn(ConnBase[Connection, OnConnect]):
             else:
                 sent = link.send(view, deadline)
         except OSError as exc:
-            failed = self._io_failed(link, "write", exc)
-            self._cursor.raised(link)  # this writer hears of it: nobody else is owed it
-            raise failed  # noqa: B904 (the cause is set inside)
+            raise self._write_failed(link, exc)  # noqa: B904 (the cause is set inside)
         if sent == len(view):
             return
         error = timed_out("write", seconds or 0.0)
@@ -445,6 +476,12 @@ class Conn(ConnBase[Connection, OnConnect]):
         else:
             self._dropped()
         raise error
+
+    def _write_failed(self, link: Connection, exc: OSError) -> Error:
+        """The error for a writer (holding ``_wlock``) whose send on *link* failed."""
+        failed = self._io_failed(link, "write", exc)
+        self._cursor.raised(link)  # this writer hears of it: nobody else is owed it
+        return failed
 
     def _park(self, view: bytes | memoryview, deadline: float | None, seconds: float | None) -> bool:
         """While no connection is up, queue a copy of *view* in the buffer if it

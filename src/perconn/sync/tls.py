@@ -199,7 +199,6 @@ class TLSStream:
         return default
 
 
-
 class TLSConnection(Connection):
     """A :class:`~perconn.sync.link.Connection` over TLS: its ``sock`` is the
     :class:`TLSStream`, its ``raw`` the socket under it."""
