@@ -12,7 +12,7 @@ from collections.abc import Callable
 import pytest
 from conftest import Records
 from fronts import Front, Handle
-from servers import Server, scaled, wait_until
+from servers import Server, refusing_port, scaled, wait_until
 from tls import TlsServer, pki
 
 import perconn
@@ -274,3 +274,24 @@ def test_an_outage_under_a_1khz_writer_loses_nothing_it_did_not_report(
     if lost:  # one run, where the first connection died
         assert lost == list(range(lost[0], lost[-1] + 1)), lost
         assert 150 - 20 <= lost[0] <= 450, lost
+
+
+def test_giving_up_discards_the_queue_counts_and_logs_it_first(
+    front: Front, records: Records, logger: logging.Logger
+) -> None:
+    with refusing_port() as address:
+        conn = front.connect(address, buffer=100, max_attempts=2, logger=logger, **FAST)
+        try:
+            conn.write(b"one\n")
+            conn.write(b"two\n")
+            assert records.wait_for(logging.ERROR)  # gave up
+            assert conn.closed and conn.buffered == 0
+            assert conn.stats.dropped_writes == 2
+            with pytest.raises(perconn.GaveUpError):
+                conn.flush(timeout=1)
+        finally:
+            conn.close()
+    discards = [r for r in records.records if hasattr(r, "writes")]
+    assert [(getattr(r, "writes", None), getattr(r, "nbytes", None)) for r in discards] == [(2, 8)]
+    assert "giving up: 2 queued writes (8 bytes)" in discards[0].getMessage()
+    assert records.records.index(discards[0]) < records.records.index(records.matching(logging.ERROR)[0])

@@ -99,3 +99,13 @@ def test_any_run_delivers_an_ordered_subsequence_never_a_duplicate_or_fragment(
     assert delivered == accepted[: len(delivered)]  # a prefix: in order, each whole, none twice
     assert len(delivered) + len(box) + discarded[0] == len(accepted)
     assert box.dropped_writes == refused + discarded[0]
+
+
+def test_a_batch_takes_the_oldest_writes_that_fit_together_and_at_least_one() -> None:
+    box = Outbox(100)
+    for data in (b"aaaa", b"bbbb", b"cc", b"dddddddd"):
+        box.put(data)
+    assert box.batch(10) == [b"aaaa", b"bbbb", b"cc"]
+    assert box.batch(3) == [b"aaaa"]  # larger than the batch: alone
+    assert len(box) == 4  # a batch is only a look: handed() takes them out
+    assert Outbox(10).batch(10) == []

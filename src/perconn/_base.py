@@ -70,11 +70,11 @@ class ConnBase(Generic[LinkT, HookT]):
             buffer=options.buffer,
         )
 
-    def _queued_discarded(self, writes: int, nbytes: int) -> None:
-        """Log what ``close()`` dropped of the queue (``outbox.discard()``, taken
-        under the front end's lock); called outside it."""
+    def _queued_discarded(self, writes: int, nbytes: int, why: str = "closed") -> None:
+        """Log what closing (``close()``, or giving up) dropped of the queue
+        (``outbox.discard()``, taken under the front end's lock); called outside it."""
         if writes:
-            log_queued_discarded(self._opts.logger, self._opts.label, writes, nbytes)
+            log_queued_discarded(self._opts.logger, self._opts.label, writes, nbytes, why)
 
     def _no_room(self, seconds: float) -> TimeoutError:
         """The error of a write that found neither room in the buffer nor a
@@ -115,6 +115,8 @@ class ConnBase(Generic[LinkT, HookT]):
             if step is None:
                 return (*self._life.begin_dial(now), self._life.generation + 1)
             self._stopped()
+            discarded = self._life.outbox.discard()
+        self._queued_discarded(*discarded, why="gave up")  # before the records of giving up: they come last
         step.log(self._opts.logger)
         return None
 
@@ -125,8 +127,11 @@ class ConnBase(Generic[LinkT, HookT]):
             if self._closed:
                 return None
             step = self._life.dial_failed(DialError(self._life.dialing.text, exc), time.monotonic())
+            discarded = (0, 0)
             if step.delay is None:
                 self._stopped()
+                discarded = self._life.outbox.discard()
+        self._queued_discarded(*discarded, why="gave up")
         step.log(self._opts.logger)
         return step.delay
 

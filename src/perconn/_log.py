@@ -58,8 +58,8 @@ def log_callback_failed(logger: LoggerLike, name: str, exc: BaseException) -> No
     logger.error("%s", _messages.callback_failed(name, exc), exc_info=exc, extra={"error": exc})
 
 
-def log_queued_discarded(logger: LoggerLike, address: str, writes: int, nbytes: int) -> None:
-    """WARNING: ``close()`` discarded queued writes; ``record.writes`` and
-    ``record.nbytes`` say how many (plain integers)."""
+def log_queued_discarded(logger: LoggerLike, address: str, writes: int, nbytes: int, why: str = "closed") -> None:
+    """WARNING: closing (*why*: ``"closed"`` or ``"gave up"``) discarded queued
+    writes; ``record.writes`` and ``record.nbytes`` say how many (plain integers)."""
     extra = {"error": None, "writes": writes, "nbytes": nbytes}
-    logger.warning("%s", _messages.queued_discarded(address, writes, nbytes), extra=extra)
+    logger.warning("%s", _messages.queued_discarded(address, writes, nbytes, why), extra=extra)

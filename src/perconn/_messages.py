@@ -144,12 +144,12 @@ def connected(address: str, generation: int, attempts: int) -> str:
     return f"connected to {address} (generation {generation}, after {attempts} attempt{'' if attempts == 1 else 's'})"
 
 
-def queued_discarded(address: str, writes: int, nbytes: int) -> str:
-    """WARNING: ``close()`` discarded the writes still queued (``buffer=``)."""
-    return (
-        f"closed with {writes} queued write{'' if writes == 1 else 's'} ({nbytes} byte{'' if nbytes == 1 else 's'}) "
-        f"not sent to {address}: discarded (flush() before close() sends them)"
-    )
+def queued_discarded(address: str, writes: int, nbytes: int, why: str = "closed") -> str:
+    """WARNING: closing (``close()``, or giving up: *why*) discarded the writes still queued."""
+    queued = f"{writes} queued write{'' if writes == 1 else 's'} ({nbytes} byte{'' if nbytes == 1 else 's'})"
+    if why == "closed":
+        return f"closed with {queued} not sent to {address}: discarded (flush() before close() sends them)"
+    return f"giving up: {queued} not sent to {address}, discarded"
 
 
 def no_room(seconds: float, size: int, limit: int) -> str:

@@ -49,6 +49,18 @@ class Outbox:
         """The oldest queued write, or None if the queue is empty."""
         return self._queue[0] if self._queue else None
 
+    def batch(self, nbytes: int) -> list[bytes]:
+        """The oldest queued writes, as many as fit in *nbytes* together (at
+        least one, if any is queued), to hand to a connection in one go."""
+        taken: list[bytes] = []
+        total = 0
+        for data in self._queue:
+            if taken and total + len(data) > nbytes:
+                break
+            taken.append(data)
+            total += len(data)
+        return taken
+
     def handed(self, data: bytes) -> None:
         """*data*, the :meth:`head` write, was handed to a connection (all of it,
         or part before the connection failed): it leaves the queue for good.

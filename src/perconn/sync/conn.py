@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 
     from .._options import ConnectOptions
 
-__all__ = ["CLOSE_BUDGET", "IDLE_PROBE_AFTER", "Conn", "OnConnect", "connect"]
+__all__ = ["CLOSE_BUDGET", "FLUSH_BATCH", "IDLE_PROBE_AFTER", "Conn", "OnConnect", "connect"]
 
 OnConnect = Callable[[Link], object]
 """The type of the synchronous ``on_connect`` hook."""
@@ -53,6 +53,11 @@ IDLE_PROBE_AFTER = 0.001
 checks that the peer has not closed it (so does a write while unread bytes are
 buffered). A busy writer never pays for the check; an idle one pays one
 non-blocking ``recv(MSG_PEEK)``."""
+
+FLUSH_BATCH = 256 * 1024
+"""Bytes of queued writes handed to a fresh connection in one ``sendall`` (one
+write at a time would cost a thread switch each, and let a busy writer refill
+the queue as fast as it drains)."""
 
 CLOSE_BUDGET = 0.08
 """Seconds ``close()`` may spend waiting for other threads to let go of the socket
@@ -712,17 +717,18 @@ def _flush_and_install(
     """
     while (installed := install(ref, link)) is None:
         with cond:
-            data = outbox.head()
-        if data is None:  # close() discarded the queue: the next install says so
+            batch = outbox.batch(FLUSH_BATCH)
+        if not batch:  # close() discarded the queue: the next install says so
             continue
         cursor.wrote(link)  # reads follow writes: replies come on this connection
         dialer.handshaking = link.shutdown  # close() wakes a blocked send
         try:
-            link.sock.sendall(data)
+            link.sock.sendall(b"".join(batch) if len(batch) > 1 else batch[0])
         finally:
             dialer.handshaking = None
             with cond:
-                outbox.handed(data)
+                for data in batch:
+                    outbox.handed(data)
                 cond.notify_all()
     return installed
 
