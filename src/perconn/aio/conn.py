@@ -37,6 +37,7 @@ from .._sockopts import tcp_options
 from .._validate import check_bytes, check_count, check_separator, check_size, check_timeout, timed_out
 from .dialer import connect_first
 from .link import Connection, Link, within
+from .waiting import Signal, Turn
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -92,7 +93,7 @@ class Conn(ConnBase[Connection, OnConnect]):
         self._link: Connection | None = None  # the connection writes go to; None while dialing
         self._cursor: Cursor[Connection] = Cursor()
         self._up = asyncio.Event()  # set while connected or closed
-        self._rlock = asyncio.Lock()
+        self._rlock = Turn()  # readers take turns
         self._closing: asyncio.Future[None] | None = None
         self._dialer: asyncio.Task[None] | None = None
         self._resolver = Resolver()  # outlives dial tasks: a pending lookup is reused
@@ -152,6 +153,25 @@ class Conn(ConnBase[Connection, OnConnect]):
                 the bytes that did arrive (like ``asyncio.IncompleteReadError``).
             ClosedConnectionError: the ``Conn`` is or became closed.
         """
+        link = self._link
+        if (
+            timeout is None
+            and link is not None
+            and n.__class__ is int
+            and n > 0
+            and self._cursor.reading is link
+            and self._rlock.try_take()  # last: it takes the turn
+        ):  # the hot path: the live connection, the turn free
+            try:
+                buf = link.buffer
+                while len(buf) < n and link.failure is None and link is self._link:
+                    await link.wait_data()
+                if len(buf) >= n:
+                    if self._cursor.owed is link:  # Cursor.returned(), inline
+                        self._cursor.owed = None
+                    return link.take(n)
+            finally:
+                self._rlock.give()  # (the general path below sees to an end or a close)
         n = check_count("n", n)
         seconds = check_timeout(timeout)
         return await self._timed(self._read_frame(exactly(n)), seconds, "read") if n else b""
@@ -414,7 +434,8 @@ class Conn(ConnBase[Connection, OnConnect]):
 
     async def _read_frame(self, frame: Frame) -> bytes:
         """Read one item whose end *frame* finds in the buffer."""
-        async with self._rlock:
+        await self._rlock.take()
+        try:
             link = self._cursor.reading
             if link is None or link is not self._link:  # not simply reading the live connection
                 link = await self._reader()
@@ -429,6 +450,8 @@ class Conn(ConnBase[Connection, OnConnect]):
             if cursor.owed is link:  # Cursor.returned(), inline on the hot path
                 cursor.owed = None
             return link.take(end)
+        finally:
+            self._rlock.give()
 
     def _discarded(self, link: Connection, nbytes: int) -> None:
         log_discarded(self._opts.logger, link.address, nbytes, link.generation)
@@ -591,21 +614,6 @@ async def _dial_once(
         link.abort()
         raise
     return link
-
-
-class Signal:
-    """Wakes every task waiting for a change (a connection, room in the buffer,
-    the ``Conn`` closing); they then look again at what they wait for."""
-
-    def __init__(self) -> None:
-        self._event = asyncio.Event()
-
-    async def wait(self) -> None:
-        await self._event.wait()
-
-    def fire(self) -> None:
-        self._event.set()
-        self._event = asyncio.Event()
 
 
 class _Shared(NamedTuple):
