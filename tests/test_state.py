@@ -194,6 +194,31 @@ def test_give_up_after_bounds_dials_and_sleeps_by_the_deadline() -> None:
     assert record.levelno == logging.ERROR and record.error is life.gave_up  # type: ignore[attr-defined]
 
 
+def test_a_last_dial_cut_short_by_the_deadline_does_not_hide_what_failed_before() -> None:
+    """The give-up deadline leaves the last dial 50 ms; it times out (under load a
+    refusal can take that long): the GaveUpError names the refusal before it."""
+    life = machine(give_up_after=5.0, dial_timeout=3.0)
+    life.begin_dial(3.0)
+    first = refused()
+    life.dial_failed(first, 3.0)
+    assert life.begin_dial(4.95)[1] == pytest.approx(0.05)
+    cut = DialError("h:1", TimeoutError("connect timed out after 0.05 s"))
+    assert life.dial_failed(cut, 5.0).delay is None and life.closed
+    assert life.gave_up is not None and life.gave_up.__cause__ is first
+    assert "Connection refused" in str(life.gave_up)
+    assert life.last_error is cut  # the newest failure, as stats report it
+
+
+def test_a_dial_timing_out_with_its_whole_dial_timeout_is_what_the_give_up_names() -> None:
+    life = machine(give_up_after=5.0, dial_timeout=1.0)
+    life.begin_dial(0.0)
+    life.dial_failed(refused(), 0.0)
+    assert life.begin_dial(3.9)[1] == 1.0  # its own bound, not cut by the deadline
+    timeout = DialError("h:1", TimeoutError("connect timed out after 1 s"))
+    life.dial_failed(timeout, 5.0)
+    assert life.gave_up is not None and life.gave_up.__cause__ is timeout
+
+
 def test_a_sleep_that_ends_a_little_early_still_gives_up_at_the_deadline() -> None:
     """Timers may wake a little before the deadline they were set for: the dial it
     was the last sleep before is not begun with microseconds left."""

@@ -171,6 +171,7 @@ class Lifecycle:
         self._failures = 0  # k of the backoff schedule
         self._established_at = 0.0
         self._proven = False
+        self._cut_short = False  # the dial under way got less than dial_timeout: the give-up deadline was near
 
     def _expect(self, phase: Phase, event: str) -> bool:
         if self.phase is Phase.CLOSED:
@@ -223,10 +224,12 @@ class Lifecycle:
         ``give_up_after`` deadline."""
         self.dials += 1
         deadline = self._deadline()
+        self._cut_short = False
         if deadline is None:
             return self.dialing, self._dial_timeout
         left = deadline - now
-        return self.dialing, left if self._dial_timeout is None else min(self._dial_timeout, left)
+        self._cut_short = self._dial_timeout is None or left < self._dial_timeout
+        return self.dialing, left if self._cut_short else self._dial_timeout
 
     def _give_up_reason(self, error: DialError, now: float) -> str | None:
         if isinstance(error.__cause__, GaveUpError):
@@ -244,7 +247,7 @@ class Lifecycle:
         if not self._expect(Phase.DIALING, "dial_failed"):
             return _IGNORED
         self.dial_failures += 1
-        self.last_error = error
+        previous, self.last_error = self.last_error, error
         attempt = self.attempts + 1
         self._next += 1
         if self._next < len(self._addresses) and not isinstance(error.__cause__, GaveUpError):
@@ -253,9 +256,13 @@ class Lifecycle:
         self._next = 0
         self.attempts += 1
         self._failed_dials += 1
-        why = self._give_up_reason(error, now)
+        telling = error
+        if self._cut_short and isinstance(error.__cause__, TimeoutError) and isinstance(previous, DialError):
+            # The deadline cut this dial short: its timeout says less than what failed before it.
+            telling = previous
+        why = self._give_up_reason(telling, now)
         if why is not None:
-            gave_up = self._give_up(why, error, now)
+            gave_up = self._give_up(why, telling, now)
 
             def log(logger: LoggerLike) -> None:
                 log_dial_failed(logger, error, attempt, None)
