@@ -24,7 +24,14 @@ certificate made for the run by ``trustme``, else the ``openssl`` command):
 
 all four with the same client ``SSLContext`` (it trusts the run's certificate).
 
-Run: ``python bench/echo.py [--seconds 0.5] [--rounds 5] [--only tcp|tls|all]``
+Every row prints the client's CPU time per round trip beside its rate, and
+each perconn row its per-round ratios to the baselines (rate, and CPU). The
+sync baselines are the raw socket and the thinnest thread-safe wrapper (a read
+lock and a write lock around ``recv``/``sendall``); the asyncio ones are raw
+streams and a raw ``asyncio.Protocol`` client. Server and client are pinned to
+one CPU by default (``--pin same``).
+
+Run: ``python bench/echo.py [--seconds 0.5] [--rounds 5] [--size 64] [--pin same|split|none] [--only tcp|tls|all]``
 """
 
 from __future__ import annotations
@@ -91,9 +98,18 @@ while True:
 """
 
 
-def rate(step: Callable[[], object], seconds: float) -> float:
-    """Round trips per second of *step*, run in batches for *seconds*."""
+class Sample(NamedTuple):
+    """One round of one contender: round trips per second, client CPU seconds per round trip."""
+
+    rate: float
+    cpu: float
+
+
+def rate(step: Callable[[], object], seconds: float) -> Sample:
+    """Round trips per second of *step*, run in batches for *seconds*, and the
+    client process's CPU time per round trip."""
     count = 0
+    cpu = time.process_time()
     start = time.perf_counter()
     deadline = start + seconds
     while True:
@@ -102,11 +118,12 @@ def rate(step: Callable[[], object], seconds: float) -> float:
         count += 200
         now = time.perf_counter()
         if now >= deadline:
-            return count / (now - start)
+            return Sample(count / (now - start), (time.process_time() - cpu) / count)
 
 
-async def arate(step: Callable[[], Awaitable[object]], seconds: float) -> float:
+async def arate(step: Callable[[], Awaitable[object]], seconds: float) -> Sample:
     count = 0
+    cpu = time.process_time()
     start = time.perf_counter()
     deadline = start + seconds
     while True:
@@ -115,92 +132,182 @@ async def arate(step: Callable[[], Awaitable[object]], seconds: float) -> float:
         count += 200
         now = time.perf_counter()
         if now >= deadline:
-            return count / (now - start)
+            return Sample(count / (now - start), (time.process_time() - cpu) / count)
 
 
-Rates = tuple[float, float, float]
-"""Median raw rate, median perconn rate, median per-round ratio perconn/raw."""
+class Row(NamedTuple):
+    """A contender's medians over the rounds, and its per-round ratios to each baseline."""
+
+    name: str
+    rate: float
+    cpu: float
+    ratios: dict[str, tuple[float, float]]  # baseline -> (median rate ratio, median CPU ratio)
 
 
-def summarise(pairs: list[tuple[float, float]]) -> Rates:
-    return (
-        statistics.median(r for r, _ in pairs),
-        statistics.median(c for _, c in pairs),
-        statistics.median(c / r for r, c in pairs),
-    )
+def rows(samples: dict[str, list[Sample]], baselines: tuple[str, ...]) -> list[Row]:
+    """Medians of *samples* (contender -> one sample per round), with every
+    non-baseline contender's per-round ratios to each baseline."""
+    table = []
+    for name, got in samples.items():
+        ratios = {}
+        if name not in baselines:
+            for base in baselines:
+                pairs = list(zip(got, samples[base], strict=True))
+                ratios[base] = (
+                    statistics.median(c.rate / b.rate for c, b in pairs),
+                    statistics.median(c.cpu / b.cpu for c, b in pairs),
+                )
+        table.append(Row(name, statistics.median(x.rate for x in got), statistics.median(x.cpu for x in got), ratios))
+    return table
 
 
-def sync_rates(port: int, seconds: float, rounds: int, tls: ssl.SSLContext | None = None) -> Rates:
-    """Echo rates of a raw socket and a ``Conn`` (over TLS with the client context *tls*)."""
-    raw = socket.create_connection(("127.0.0.1", port))
-    raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    if tls is None:
-        conn = perconn.connect(f"127.0.0.1:{port}")
-    else:
-        raw = tls.wrap_socket(raw, server_hostname="127.0.0.1")
-        conn = perconn.connect(f"127.0.0.1:{port}", ssl=tls)
+def print_rows(title: str, table: list[Row]) -> None:
+    print(title)
+    for row in table:
+        line = f"  {row.name:<20} {row.rate:10.0f}/s  {row.cpu * 1e6:6.2f} us CPU"
+        for base, (ratio, cpu) in row.ratios.items():
+            line += f"   vs {base}: {ratio:.3f} ({cpu:.2f}x CPU)"
+        print(line)
+
+
+def rotated(names: list[str], i: int) -> list[str]:
+    """*names*, starting at the *i*-th: each round measures every contender, in turn
+    order, so drift in the machine's speed falls on each alike."""
+    k = i % len(names)
+    return names[k:] + names[:k]
+
+
+class Lean:
+    """The thinnest thread-safe socket wrapper: a read lock and a write lock
+    around ``recv``/``sendall``, and nothing else (the fair floor for a Conn)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.rlock = threading.Lock()
+        self.wlock = threading.Lock()
+
+    def write(self, data: bytes) -> None:
+        with self.wlock:
+            self.sock.sendall(data)
+
+    def readexactly(self, n: int) -> bytes:
+        with self.rlock:
+            data = self.sock.recv(n)
+            while len(data) < n:
+                more = self.sock.recv(n - len(data))
+                if not more:
+                    raise EOFError
+                data += more
+            return data
+
+
+def dial(port: int, tls: ssl.SSLContext | None) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock if tls is None else tls.wrap_socket(sock, server_hostname="127.0.0.1")
+
+
+def sync_rates(port: int, seconds: float, rounds: int, size: int, tls: ssl.SSLContext | None = None) -> list[Row]:
+    """Echo rates of a raw socket, the lean two-lock wrapper and a ``Conn`` (over
+    TLS with the client context *tls*), *size* bytes a round trip."""
+    payload = b"x" * size
+    raw = dial(port, tls)
+    lean = Lean(dial(port, tls))
+    conn = perconn.connect(f"127.0.0.1:{port}", ssl=tls)
     conn.wait_connected(5)
 
     def raw_step() -> None:
-        raw.sendall(PAYLOAD)
-        got = 0
-        while got < 64:
-            got += len(raw.recv(64 - got))
+        raw.sendall(payload)
+        got = len(raw.recv(size))
+        while got < size:
+            got += len(raw.recv(size - got))
+
+    def lean_step() -> None:
+        lean.write(payload)
+        lean.readexactly(size)
 
     def conn_step() -> None:
-        conn.write(PAYLOAD)
-        got = 0
-        while got < 64:
-            got += len(conn.read(64 - got))
+        conn.write(payload)
+        conn.readexactly(size)
 
-    pairs = []
+    steps = {"raw socket": raw_step, "lean two-lock": lean_step, "perconn.Conn": conn_step}
+    samples: dict[str, list[Sample]] = {name: [] for name in steps}
     for i in range(rounds):
-        if i % 2:
-            c = rate(conn_step, seconds)
-            pairs.append((rate(raw_step, seconds), c))
-        else:
-            r = rate(raw_step, seconds)
-            pairs.append((r, rate(conn_step, seconds)))
+        for name in rotated(list(steps), i):
+            samples[name].append(rate(steps[name], seconds))
     raw.close()
+    lean.sock.close()
     conn.close()
-    return summarise(pairs)
+    return rows(samples, ("raw socket", "lean two-lock"))
 
 
-async def aio_rates(port: int, seconds: float, rounds: int, tls: ssl.SSLContext | None = None) -> Rates:
-    """Echo rates of raw asyncio streams and an ``aio.Conn`` (over TLS with the client context *tls*)."""
-    if tls is None:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        conn = perconn.aio.connect(f"127.0.0.1:{port}")
-    else:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=tls)
-        conn = perconn.aio.connect(f"127.0.0.1:{port}", ssl=tls)
+class EchoProtocol(asyncio.Protocol):
+    """The thinnest asyncio client: a Protocol, a buffer and one waiter."""
+
+    def __init__(self) -> None:
+        self.buffer = bytearray()
+        self.want = 0
+        self.waiter: asyncio.Future[None] | None = None
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        if self.waiter is not None and len(self.buffer) >= self.want and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    async def round_trip(self, payload: bytes) -> bytes:
+        assert self.transport is not None
+        self.transport.write(payload)
+        n = len(payload)
+        if len(self.buffer) < n:
+            self.want = n
+            self.waiter = asyncio.get_running_loop().create_future()
+            await self.waiter
+            self.waiter = None
+        data = bytes(self.buffer[:n])
+        del self.buffer[:n]
+        return data
+
+
+async def aio_rates(port: int, seconds: float, rounds: int, size: int, tls: ssl.SSLContext | None = None) -> list[Row]:
+    """Echo rates of raw asyncio streams, a raw Protocol client and an
+    ``aio.Conn`` (over TLS with the client context *tls*)."""
+    payload = b"x" * size
+    loop = asyncio.get_running_loop()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=tls)
+    _, proto = await loop.create_connection(
+        EchoProtocol, "127.0.0.1", port, ssl=tls, server_hostname=None if tls is None else "127.0.0.1"
+    )
+    proto.transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # type: ignore[union-attr]
+    conn = perconn.aio.connect(f"127.0.0.1:{port}", ssl=tls)
     await conn.wait_connected(5)
 
-    async def raw_step() -> None:
-        writer.write(PAYLOAD)
+    async def streams_step() -> None:
+        writer.write(payload)
         await writer.drain()
-        got = 0
-        while got < 64:
-            got += len(await reader.read(64 - got))
+        await reader.readexactly(size)
+
+    async def protocol_step() -> None:
+        await proto.round_trip(payload)
 
     async def conn_step() -> None:
-        await conn.write(PAYLOAD)
-        got = 0
-        while got < 64:
-            got += len(await conn.read(64 - got))
+        await conn.write(payload)
+        await conn.readexactly(size)
 
-    pairs = []
+    steps = {"raw asyncio streams": streams_step, "raw asyncio Protocol": protocol_step, "perconn.aio.Conn": conn_step}
+    samples: dict[str, list[Sample]] = {name: [] for name in steps}
     for i in range(rounds):
-        if i % 2:
-            c = await arate(conn_step, seconds)
-            pairs.append((await arate(raw_step, seconds), c))
-        else:
-            r = await arate(raw_step, seconds)
-            pairs.append((r, await arate(conn_step, seconds)))
+        for name in rotated(list(steps), i):
+            samples[name].append(await arate(steps[name], seconds))
     writer.close()
     await writer.wait_closed()
+    assert proto.transport is not None
+    proto.transport.close()
     await conn.close()
-    return summarise(pairs)
+    return rows(samples, ("raw asyncio streams", "raw asyncio Protocol"))
 
 
 def duplex_rates(seconds: float, rounds: int) -> tuple[float, float]:
@@ -219,7 +326,7 @@ def duplex_rates(seconds: float, rounds: int) -> tuple[float, float]:
     threading.Thread(target=drain, daemon=True).start()
     conn = perconn.connect(f"127.0.0.1:{port}")
     conn.wait_connected(5)
-    alone = max(rate(lambda: conn.write(PAYLOAD), seconds) for _ in range(rounds))
+    alone = max(rate(lambda: conn.write(PAYLOAD), seconds).rate for _ in range(rounds))
 
     def read_forever() -> None:
         with contextlib.suppress(perconn.ClosedConnectionError):
@@ -227,7 +334,7 @@ def duplex_rates(seconds: float, rounds: int) -> tuple[float, float]:
 
     blocked = threading.Thread(target=read_forever, daemon=True)
     blocked.start()
-    with_reader = max(rate(lambda: conn.write(PAYLOAD), seconds) for _ in range(rounds))
+    with_reader = max(rate(lambda: conn.write(PAYLOAD), seconds).rate for _ in range(rounds))
     conn.close()
     blocked.join(5)
     sink.close()
@@ -280,16 +387,31 @@ def make_certificate(directory: str, tool: str) -> Certificate:
 
 
 @contextlib.contextmanager
-def serving(source: str, *args: str) -> Iterator[int]:
-    """Run the server *source* (with *args*) in a separate process; yield its port."""
+def serving(source: str, *args: str, cpu: int | None = None) -> Iterator[int]:
+    """Run the server *source* (with *args*) in a separate process, pinned to
+    *cpu* if given; yield its port."""
     server = subprocess.Popen([sys.executable, "-c", source, *args], stdout=subprocess.PIPE, text=True)
     assert server.stdout is not None
     try:
+        if cpu is not None:
+            os.sched_setaffinity(server.pid, {cpu})
         yield int(server.stdout.readline())
     finally:
         server.kill()
         server.wait()
         server.stdout.close()
+
+
+def placement(pin: str) -> tuple[int | None, int | None]:
+    """The CPUs of (server, client) for ``--pin``: ``same`` puts both on one CPU
+    (a client's overhead cannot hide behind cross-CPU wake-ups: the default for
+    judging), ``split`` on two, ``none`` leaves them to the scheduler."""
+    if pin == "none" or not hasattr(os, "sched_setaffinity"):
+        return None, None
+    cpus = sorted(os.sched_getaffinity(0))
+    if pin == "same" or len(cpus) < 2:
+        return cpus[0], cpus[0]
+    return cpus[0], cpus[1]
 
 
 def negotiated(port: int, tls: ssl.SSLContext) -> str:
@@ -303,6 +425,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=0.3, help="length of one measuring round")
     parser.add_argument("--rounds", type=int, default=15, help="rounds per contender (medians are kept)")
+    parser.add_argument("--size", type=int, default=64, help="bytes a round trip (1048576 for bulk)")
+    parser.add_argument(
+        "--pin",
+        choices=("same", "split", "none"),
+        default="same",
+        help="server and client on the same CPU (default), on two, or wherever the scheduler puts them",
+    )
     parser.add_argument(
         "--only",
         choices=("all", "tcp", "tls"),
@@ -310,45 +439,46 @@ def main() -> None:
         help="which rows: tcp (plain TCP echo and full duplex), tls (echo over TLS), or all (default)",
     )
     args = parser.parse_args()
+    server_cpu, client_cpu = placement(args.pin)
+    if client_cpu is not None:
+        os.sched_setaffinity(0, {client_cpu})
+    print(f"pinned: {args.pin} (server CPU {server_cpu}, client CPU {client_cpu}); {os.cpu_count()} CPUs")
     tool = certificate_tool() if args.only in ("all", "tls") else None
     if args.only == "tls" and tool is None:
         parser.error("the TLS rows need trustme (pip install trustme) or the openssl command")
     if args.only in ("all", "tcp"):
-        plain_rows(args.seconds, args.rounds)
+        plain_rows(args.seconds, args.rounds, args.size, server_cpu)
     if tool is not None:
-        tls_rows(args.seconds, args.rounds, tool)
+        tls_rows(args.seconds, args.rounds, args.size, tool, server_cpu)
     elif args.only == "all":
         print("(no TLS rows: they need trustme (pip install trustme) or the openssl command)", file=sys.stderr)
 
 
-def plain_rows(seconds: float, rounds: int) -> None:
-    with serving(SERVER) as port:
-        raw, conn, ratio = sync_rates(port, seconds, rounds)
-        araw, aconn, aratio = asyncio.run(aio_rates(port, seconds, rounds))
-        alone, with_reader = duplex_rates(seconds, rounds)
-    print(f"64-byte echo round trips/s over loopback (median of {rounds} rounds of {seconds}s):")
-    print(f"  raw socket         {raw:10.0f}")
-    print(f"  perconn.Conn       {conn:10.0f}   ratio {ratio:.3f}")
-    print(f"  raw asyncio        {araw:10.0f}")
-    print(f"  perconn.aio.Conn   {aconn:10.0f}   ratio {aratio:.3f}")
-    print("64-byte writes/s on perconn.Conn (full duplex):")
-    print(f"  no reader          {alone:10.0f}")
-    print(f"  reader blocked     {with_reader:10.0f}   ratio {with_reader / alone:.3f}")
+def plain_rows(seconds: float, rounds: int, size: int, cpu: int | None) -> None:
+    with serving(SERVER, cpu=cpu) as port:
+        table = sync_rates(port, seconds, rounds, size)
+        atable = asyncio.run(aio_rates(port, seconds, rounds, size))
+        alone, with_reader = duplex_rates(seconds, rounds) if size == 64 else (0.0, 0.0)
+    what = f"{size}-byte echo round trips over loopback (medians of {rounds} rounds of {seconds}s)"
+    print_rows(f"{what}, sync:", table)
+    print_rows(f"{what}, asyncio:", atable)
+    if alone:
+        print("64-byte writes/s on perconn.Conn (full duplex):")
+        print(f"  no reader          {alone:10.0f}")
+        print(f"  reader blocked     {with_reader:10.0f}   ratio {with_reader / alone:.3f}")
 
 
-def tls_rows(seconds: float, rounds: int, tool: str) -> None:
+def tls_rows(seconds: float, rounds: int, size: int, tool: str, cpu: int | None) -> None:
     with tempfile.TemporaryDirectory(prefix="perconn-bench-") as directory:
         cert = make_certificate(directory, tool)
         tls = ssl.create_default_context(cafile=cert.ca_file)
-        with serving(TLS_SERVER, cert.cert_file, cert.key_file) as port:
+        with serving(TLS_SERVER, cert.cert_file, cert.key_file, cpu=cpu) as port:
             suite = negotiated(port, tls)
-            raw, conn, ratio = sync_rates(port, seconds, rounds, tls)
-            araw, aconn, aratio = asyncio.run(aio_rates(port, seconds, rounds, tls))
-    print(f"64-byte echo round trips/s over loopback TLS ({suite}; median of {rounds} rounds of {seconds}s):")
-    print(f"  raw ssl.SSLSocket  {raw:10.0f}")
-    print(f"  perconn.Conn       {conn:10.0f}   ratio {ratio:.3f}")
-    print(f"  raw asyncio        {araw:10.0f}")
-    print(f"  perconn.aio.Conn   {aconn:10.0f}   ratio {aratio:.3f}")
+            table = sync_rates(port, seconds, rounds, size, tls)
+            atable = asyncio.run(aio_rates(port, seconds, rounds, size, tls))
+    what = f"{size}-byte echo round trips over loopback TLS ({suite}; medians of {rounds} rounds of {seconds}s)"
+    print_rows(f"{what}, sync (the baselines are SSLSockets):", table)
+    print_rows(f"{what}, asyncio:", atable)
 
 
 if __name__ == "__main__":
