@@ -44,6 +44,8 @@ def interleave(targets: Sequence[Target]) -> list[Target]:
     the order the resolver gave it. When one family runs out, the rest of the
     others follow. Every target is kept, duplicates included.
     """
+    if len(targets) < 2:
+        return list(targets)
     families: dict[int, deque[Target]] = {}
     for target in targets:
         families.setdefault(target[0], deque()).append(target)

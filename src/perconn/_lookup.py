@@ -98,12 +98,18 @@ class Resolver:
 
     def __init__(self) -> None:
         self._pending: dict[Address, Lookup] = {}
+        self._literal: dict[Address, list[Target] | None] = {}  # None: a name, looked up on every dial
 
     def lookup(self, address: Address) -> Lookup | list[Target]:
-        """The targets of *address* at once (a literal needs no lookup), or the
-        :class:`Lookup` to wait for: the pending one for *address*, if any."""
-        if is_literal(address):
-            return resolve(address)
+        """The targets of *address* at once (a literal needs no lookup: they are
+        worked out once), or the :class:`Lookup` to wait for: the pending one for
+        *address*, if any."""
+        try:
+            literal = self._literal[address]
+        except KeyError:
+            literal = self._literal[address] = resolve(address) if is_literal(address) else None
+        if literal is not None:
+            return literal
         pending = self._pending.get(address)
         if pending is None:
             pending = self._pending[address] = Lookup(address)

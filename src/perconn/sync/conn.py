@@ -32,9 +32,10 @@ from .._messages import flush_timed_out
 from .._options import Options
 from .._outbox import Outbox
 from .._reading import DEFAULT_LIMIT, Cursor, Frame, exactly, until
-from .._sockopts import tcp_options
+from .._sockopts import SockOpt, tcp_options
 from .._validate import check_bytes, check_count, check_separator, check_size, check_timeout, timed_out
-from .dialer import DialAborted, Dialer, connect_first, wait_lookup
+from .dialer import DialAborted, Dialer, Step, lookup_targets, race
+from .hub import Call, JobGen, Wait
 from .link import MAX_CHUNK, Connection, Link
 from .tls import TLSConnection, handshake
 
@@ -58,6 +59,10 @@ FLUSH_BATCH = 256 * 1024
 """Bytes of queued writes handed to a fresh connection in one ``sendall`` (one
 write at a time would cost a thread switch each, and let a busy writer refill
 the queue as fast as it drains)."""
+
+RETIRE_POLL = 0.005
+"""Seconds between the dial's attempts to close a failed connection's socket
+while a reader or writer is still leaving it."""
 
 CLOSE_BUDGET = 0.08
 """Seconds ``close()`` may spend waiting for other threads to let go of the socket
@@ -556,6 +561,23 @@ class Conn(ConnBase[Connection, OnConnect]):
             self._callback("on_disconnect", error)
         return error
 
+    def _try_retire(self, link: Connection) -> bool:
+        """Close a shut-down link's socket if no reader or writer is inside it;
+        False (nothing done) if one is."""
+        if not self._rlock.acquire(blocking=False):
+            return False
+        try:
+            if not self._wlock.acquire(blocking=False):
+                return False
+            try:
+                with contextlib.suppress(OSError):
+                    link.sock.close()
+            finally:
+                self._wlock.release()
+        finally:
+            self._rlock.release()
+        return True
+
     def _retire(self, link: Connection, deadline: float | None = None) -> None:
         """Close a shut-down link's socket once no reader or writer is inside it."""
         timeout = -1.0 if deadline is None else max(0.0, deadline - time.monotonic())
@@ -578,7 +600,7 @@ class Conn(ConnBase[Connection, OnConnect]):
         """Start the dial thread (caller holds ``_lock``). It holds the ``Conn``
         only weakly, so a ``Conn`` dropped without ``close()`` can be collected."""
         self._dialer = Dialer(f"perconn-dial {self.address}")
-        self._dialer.start(functools.partial(_dial_thread, weakref.ref(self), delay, retired))
+        self._dialer.start(functools.partial(_dial_job, weakref.ref(self), delay, retired))
 
     def _guard(self) -> contextlib.AbstractContextManager[object]:
         return self._cond
@@ -616,97 +638,117 @@ class Conn(ConnBase[Connection, OnConnect]):
 
 
 def _dial_once(
-    opts: Options, resolver: Resolver, dialer: Dialer, address: Address, budget: float | None, generation: int
-) -> Connection:
-    """One dial of *address*: look it up, connect, complete TLS (with ``ssl``),
-    run ``on_connect``; *budget* bounds them together. Raises what failed."""
+    opts: Options,
+    resolver: Resolver,
+    options: list[SockOpt],
+    address: Address,
+    budget: float | None,
+    generation: int,
+) -> Step[tuple[Connection, float | None]]:
+    """One dial of *address*: look it up, connect, complete TLS (with ``ssl``);
+    returns the connection and the dial's deadline (``on_connect`` runs within
+    it too). *budget* bounds them together. Raises what failed."""
     deadline = None if budget is None else time.monotonic() + budget
     found = resolver.lookup(address)
     if isinstance(found, Lookup):
-        targets = wait_lookup(found, deadline, budget, dialer)
+        targets = yield from lookup_targets(found, deadline, budget)
         resolver.finished(found)
     else:
         targets = found
-    left = None if deadline is None else max(0.0, deadline - time.monotonic())
-    sock = connect_first(address, targets, left, dialer.wake_r, tcp_options(opts.keepalive))
-    link: Connection
+    sock = yield from race(address, targets, deadline, budget, options)
     if opts.ssl is None:
-        link = Connection(sock, address.text, generation, time.monotonic())
-    else:
-        try:
-            stream = handshake(sock, opts.ssl, opts.hostname(address), deadline, dialer.wake_r, budget)
-        except BaseException:
-            sock.close()
-            raise
-        link = TLSConnection(stream, address.text, generation, time.monotonic())
-    hook = opts.on_connect
-    if hook is None:
-        return link
-    dialer.handshaking = link.shutdown
+        return Connection(sock, address.text, generation, time.monotonic()), deadline
     try:
-        hook(Link(link, deadline))
+        stream = yield from handshake(sock, opts.ssl, opts.hostname(address), deadline, budget)
     except BaseException:
         sock.close()
         raise
-    finally:
-        dialer.handshaking = None
-    return link
+    return TLSConnection(stream, address.text, generation, time.monotonic()), deadline
 
 
-def _dial_thread(ref: weakref.ref[Conn], delay: float, retired: Connection | None, dialer: Dialer) -> None:
-    """The dial thread: retire the failed connection, then sleep and dial until
-    connected, closed or given up. It takes a strong reference to the ``Conn``
-    only for the moment it reports to it, never while it sleeps or dials."""
-    try:
+def _dial_job(ref: weakref.ref[Conn], delay: float, retired: Connection | None, dialer: Dialer) -> JobGen:
+    """The dial, a job of the process-wide dialer thread: retire the failed
+    connection, then sleep and dial until connected, closed or given up. It
+    takes a strong reference to the ``Conn`` only for the moment it reports to
+    it, never while it waits."""
+    conn = ref()
+    if conn is None:
+        return
+    opts, resolver = conn._opts, conn._resolver
+    outbox, cond, cursor = conn._life.outbox, conn._cond, conn._cursor
+    options = tcp_options(opts.keepalive)
+    del conn
+    while retired is not None:  # readers and writers leave a shut-down socket at once
         conn = ref()
-        if conn is None:
-            return
-        opts, resolver = conn._opts, conn._resolver
-        outbox, cond, cursor = conn._life.outbox, conn._cond, conn._cursor
-        if retired is not None:
-            conn._retire(retired)
+        if conn is None or conn._try_retire(retired):
+            break
         del conn
-        while True:
-            if delay > 0:
-                dialer.sleep(delay)
-            begun = begin_dial(ref)
-            if begun is None:
-                return
+        with contextlib.suppress(DialAborted):
+            yield Wait((), (), time.monotonic() + RETIRE_POLL)
+    conn = None
+    while True:
+        if delay > 0:
             try:
-                link = _dial_once(opts, resolver, dialer, *begun)
-            except DialAborted:  # woken: closing (checked above, next round) or reconnect()
+                yield Wait((), (), time.monotonic() + delay)
+            except DialAborted:  # closing (begin_dial says so) or reconnect(): dial now
                 dialer.drain()
-                delay = 0.0
-                continue
+        begun = begin_dial(ref)
+        if begun is None:
+            return
+        try:
+            link, deadline = yield from _dial_once(opts, resolver, options, *begun)
+        except DialAborted:  # woken: closing (checked above, next round) or reconnect()
+            dialer.drain()
+            delay = 0.0
+            continue
+        except Exception as exc:
+            next_delay = dial_failed(ref, exc)
+            if next_delay is None:
+                return
+            delay = next_delay
+            continue
+        installed = install(ref, link) if opts.on_connect is None else None  # nothing to run, nothing queued
+        if installed is None:  # user code or queued writes: in a thread of their own
+            handover = functools.partial(_handover, ref, link, deadline, opts, dialer, outbox, cond, cursor)
+            try:
+                installed = yield Call(handover, dialer.name.replace("dial", "handshake", 1))
             except Exception as exc:
                 next_delay = dial_failed(ref, exc)
                 if next_delay is None:
                     return
                 delay = next_delay
                 continue
-            try:
-                installed = _flush_and_install(ref, link, dialer, outbox, cond, cursor)
-            except OSError as exc:
-                link.sock.close()
-                next_delay = dial_failed(ref, exc)
-                if next_delay is None:
-                    return
-                delay = next_delay
-                continue
-            if not installed:
-                link.sock.close()
-            return
-    finally:
-        dialer.close_pipe()
+        if not installed:
+            link.sock.close()
+        return
 
 
-def _flush_and_install(
+def _handover(
     ref: weakref.ref[Conn],
     link: Connection,
+    deadline: float | None,
+    opts: Options,
     dialer: Dialer,
     outbox: Outbox,
     cond: threading.Condition,
     cursor: Cursor[Connection],
+) -> bool:
+    """Run ``on_connect`` on the fresh *link*, hand it the queued writes, and make
+    it current (:func:`_flush_and_install`); closes it if any of that fails."""
+    dialer.handshaking = link.shutdown  # close() wakes whatever blocks on it
+    try:
+        if opts.on_connect is not None:
+            opts.on_connect(Link(link, deadline))
+        return _flush_and_install(ref, link, outbox, cond, cursor)
+    except BaseException:
+        link.sock.close()
+        raise
+    finally:
+        dialer.handshaking = None
+
+
+def _flush_and_install(
+    ref: weakref.ref[Conn], link: Connection, outbox: Outbox, cond: threading.Condition, cursor: Cursor[Connection]
 ) -> bool:
     """Hand the queued writes to the fresh *link* in order, then make it current
     (once the queue is empty, atomically); False if the ``Conn`` closed.
@@ -721,11 +763,9 @@ def _flush_and_install(
         if not batch:  # close() discarded the queue: the next install says so
             continue
         cursor.wrote(link)  # reads follow writes: replies come on this connection
-        dialer.handshaking = link.shutdown  # close() wakes a blocked send
         try:
             link.sock.sendall(b"".join(batch) if len(batch) > 1 else batch[0])
         finally:
-            dialer.handshaking = None
             with cond:
                 for data in batch:
                     outbox.handed(data)

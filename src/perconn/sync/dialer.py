@@ -1,7 +1,9 @@
 """Dialing for the synchronous front end: wait for the name lookup (in a thread of
 its own, :mod:`perconn._lookup`) and connect (racing the addresses found, as
-:mod:`perconn._eyeballs` says), never blocking past a wake-up file descriptor,
-so ``close()`` can abort a dial at once; and the background thread that does it."""
+:mod:`perconn._eyeballs` says). Each step is a generator the process-wide
+dialer thread runs (:mod:`perconn.sync.hub`): it yields what it waits for, so
+``close()`` can abort a dial at any wait. :func:`run_blocking` runs one in the
+calling thread instead (with a wake-up file descriptor to abort it)."""
 
 from __future__ import annotations
 
@@ -11,15 +13,33 @@ import select
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
+from typing import Any, TypeVar
 
 from .._address import Address
 from .._eyeballs import ATTEMPT_DELAY, Race
 from .._lookup import Lookup, Target
 from .._sockopts import SockOpt
 from .._validate import timed_out
+from .hub import Job, JobGen, Request, Wait, WaitLookup, hub
 
-__all__ = ["DialAborted", "Dialer", "configure", "connect_first", "wait_fd", "wait_lookup"]
+__all__ = [
+    "DialAborted",
+    "Dialer",
+    "Step",
+    "configure",
+    "connect_first",
+    "lookup_targets",
+    "race",
+    "run_blocking",
+    "send_all",
+    "wait_fd",
+]
+
+T = TypeVar("T")
+
+Step = Generator[Request, Any, T]
+"""A step of a dial: a generator yielding what it waits for, returning a *T*."""
 
 
 class DialAborted(Exception):
@@ -83,27 +103,120 @@ def _established(sock: socket.socket, options: list[SockOpt]) -> socket.socket:
     return sock
 
 
-def wait_lookup(lookup: Lookup, deadline: float | None, budget: float | None, dialer: Dialer) -> list[Target]:
+def lookup_targets(lookup: Lookup, deadline: float | None, budget: float | None) -> Step[list[Target]]:
     """The targets *lookup* finds, waiting for it until *deadline* (the dial's).
 
     Raises:
         OSError: the lookup failed; ``TimeoutError`` when *deadline* came first
             (the lookup goes on, for the next dial to wait for).
-        DialAborted: the ``Conn`` is closing, or redialing at once.
     """
-    if lookup.notify(dialer.wake):
-        try:
-            woken = wait_fd(dialer.wake_r, select.POLLIN, deadline)
-        finally:
-            lookup.notify(None)
-        if not lookup.done:
-            if woken:
-                raise DialAborted
+    if not lookup.done:
+        done = yield WaitLookup(lookup, deadline)
+        if not done:
             raise timed_out(f"lookup of {lookup.address.host}", budget or 0.0)
-        dialer.drain()  # the lookup's wake-up (and any other: closing is a flag too)
-        if dialer.closing:
-            raise DialAborted
     return lookup.result()
+
+
+def send_all(sock: socket.socket, data: bytes, deadline: float | None, op: str, budget: float | None) -> Step[None]:
+    """Send all of *data* on *sock* (during a dial), waiting for room until *deadline*.
+
+    Raises:
+        TimeoutError: *deadline* passed (*op* and *budget* word it).
+        OSError: the connection failed.
+    """
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[sock.send(view, socket.MSG_DONTWAIT) :]
+        except BlockingIOError:
+            if not (yield Wait((), (sock.fileno(),), deadline)):
+                raise timed_out(op, budget or 0.0) from None
+
+
+def race(
+    address: Address,
+    targets: list[Target],
+    deadline: float | None,
+    budget: float | None,
+    options: list[SockOpt],
+    delay: float = ATTEMPT_DELAY,
+) -> Step[socket.socket]:
+    """A connected, blocking socket to the first of *targets* that accepts, with
+    the TCP *options*.
+
+    The targets are raced as :mod:`perconn._eyeballs` says (Happy Eyeballs): a
+    new non-blocking connect every *delay* seconds (or at once when one fails),
+    all waited for together. The first to connect wins; every other socket
+    opened is closed before this returns or raises (aborted included).
+    *deadline* (monotonic; None: no bound) ends the connecting, all targets
+    together; *budget* is the dial's, for the message.
+
+    Raises:
+        OSError: every target failed (the error of the last to fail);
+            ``TimeoutError`` when *deadline* came first.
+    """
+    contest = Race(address, targets, delay)
+    attempts: dict[int, socket.socket] = {}  # by descriptor: the connects in progress
+    try:
+        while True:  # ends: each pass starts or ends an attempt, or waits for a start or the deadline
+            now = time.monotonic()
+            while (target := contest.start(now)) is not None:  # bounded by the number of targets
+                try:
+                    sock, connected = _begin(target)
+                except OSError as exc:
+                    contest.failed(exc)
+                    continue
+                if connected:
+                    return _established(sock, options)
+                attempts[sock.fileno()] = sock
+            if contest.lost:
+                raise contest.error
+            if deadline is not None and deadline <= now:
+                raise timed_out("connect", budget or 0.0)
+            due = contest.wait(now)
+            until = deadline if due is None else now + due if deadline is None else min(deadline, now + due)
+            ready = yield Wait((), tuple(attempts), until)
+            for fd in ready:
+                sock = attempts.pop(fd)
+                err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if not err:
+                    return _established(sock, options)
+                sock.close()
+                contest.failed(OSError(err, os.strerror(err)))
+    finally:
+        for sock in attempts.values():  # the losers, or every attempt (failure, timeout, abort)
+            sock.close()
+
+
+def run_blocking(step: Step[T], wake_fd: int = -1) -> T:
+    """Run *step* in the calling thread, waiting with ``poll``.
+
+    Raises:
+        DialAborted: *wake_fd* (when given) is or became readable at a wait.
+        What *step* raises.
+    """
+    answer: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            request = step.throw(error) if error is not None else step.send(answer)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+        assert isinstance(request, Wait), request
+        answer, error = None, None
+        poller = select.poll()
+        for fd in request.read:
+            poller.register(fd, select.POLLIN)
+        for fd in request.write:
+            poller.register(fd, select.POLLOUT)
+        if wake_fd >= 0:
+            poller.register(wake_fd, select.POLLIN)
+        ms = None if request.deadline is None else max(0.0, (request.deadline - time.monotonic()) * 1000.0)
+        ready = {fd for fd, _ in poller.poll(ms)}
+        if wake_fd in ready:
+            error = DialAborted()
+        else:
+            answer = ready
 
 
 def connect_first(
@@ -114,102 +227,44 @@ def connect_first(
     options: list[SockOpt],
     delay: float = ATTEMPT_DELAY,
 ) -> socket.socket:
-    """Open a connected, blocking socket to the first of *targets* that accepts,
-    with the TCP *options*.
-
-    The targets are raced as :mod:`perconn._eyeballs` says (Happy Eyeballs): a
-    new non-blocking connect every *delay* seconds (or at once when one fails),
-    all polled together with *wake_fd* in one ``poll``. The first to connect
-    wins; every other socket opened is closed before this returns or raises.
-    *budget* bounds the connecting, all targets together (None: no bound).
-
-    Raises:
-        OSError: every target failed (the error of the last to fail);
-            ``TimeoutError`` when *budget* ran out first.
-        DialAborted: *wake_fd* is or became readable.
-    """
-    if wait_fd(wake_fd, select.POLLIN, time.monotonic()):  # woken while resolving
+    """:func:`race`, run in the calling thread; *wake_fd* readable aborts it
+    (:class:`DialAborted`), every socket it opened closed."""
+    if wait_fd(wake_fd, select.POLLIN, time.monotonic()):  # woken already
         raise DialAborted
     deadline = None if budget is None else time.monotonic() + budget
-    race = Race(address, targets, delay)
-    attempts: dict[int, socket.socket] = {}  # by descriptor: the connects in progress
-    poller = select.poll()
-    poller.register(wake_fd, select.POLLIN)
-    try:
-        while True:  # ends: each pass starts or ends an attempt, or waits for a start, the deadline or wake_fd
-            now = time.monotonic()
-            while (target := race.start(now)) is not None:  # bounded by the number of targets
-                try:
-                    sock, connected = _begin(target)
-                except OSError as exc:
-                    race.failed(exc)
-                    continue
-                if connected:
-                    return _established(sock, options)
-                attempts[sock.fileno()] = sock
-                poller.register(sock, select.POLLOUT)
-            if race.lost:
-                raise race.error
-            left = None if deadline is None else deadline - now
-            if left is not None and left <= 0:
-                raise timed_out("connect", budget or 0.0)
-            waits = [w for w in (left, race.wait(now)) if w is not None]
-            ready = poller.poll(min(waits) * 1000.0 if waits else None)
-            if any(fd == wake_fd for fd, _ in ready):
-                raise DialAborted
-            for fd, _ in ready:
-                sock = attempts.pop(fd)
-                poller.unregister(fd)
-                err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-                if not err:
-                    return _established(sock, options)
-                sock.close()
-                race.failed(OSError(err, os.strerror(err)))
-    finally:
-        for sock in attempts.values():  # the losers, or every attempt (failure, timeout, abort)
-            sock.close()
+    return run_blocking(race(address, targets, deadline, budget, options, delay), wake_fd)
 
 
 class Dialer:
-    """The background thread that sleeps and dials until connected or closed,
-    with the pipe that wakes it (to close, or to dial at once)."""
+    """One dial episode of a ``Conn`` (sleeping, dialing, running ``on_connect``
+    until connected, closed or given up), run as a job of the process-wide
+    dialer thread (:mod:`perconn.sync.hub`)."""
 
     def __init__(self, name: str) -> None:
-        self.wake_r, self.wake_w = os.pipe()
-        self._lock = threading.Lock()  # wake() against close_pipe()
-        self._open = True
-        self.closing = False  # set by close() before it wakes the thread
+        self.closing = False  # set by close() before it wakes the dial
         self.handshaking: Callable[[], None] | None = None  # shuts down the connection a hook is using
         self.name = name
-        self.thread: threading.Thread | None = None
+        self.job: Job | None = None
 
-    def start(self, run: Callable[[Dialer], None]) -> None:
-        self.thread = threading.Thread(target=run, args=(self,), name=self.name, daemon=True)
-        self.thread.start()
-
-    def sleep(self, seconds: float) -> None:
-        """Sleep up to *seconds*, or until woken."""
-        if wait_fd(self.wake_r, select.POLLIN, time.monotonic() + seconds):
-            self.drain()
-
-    def drain(self) -> None:
-        """Forget earlier wake-ups (the thread then looks at why it was woken)."""
-        while wait_fd(self.wake_r, select.POLLIN, time.monotonic()):
-            os.read(self.wake_r, 64)
+    def start(self, run: Callable[[Dialer], JobGen]) -> None:
+        self.job = hub.start(run(self), DialAborted)
 
     def wake(self) -> None:
-        """Wake the thread from a sleep or a connect (not from a hook or the resolver)."""
-        with self._lock:
-            if self._open:
-                os.write(self.wake_w, b"\0")
+        """Abort the dial's current wait (a sleep, a lookup, a connect, a TLS
+        handshake; not a hook): it looks at why (closing, or redialing at once)."""
+        if self.job is not None:
+            self.job.abort()
 
-    def close_pipe(self) -> None:
-        with self._lock:
-            self._open = False
-            os.close(self.wake_r)
-            os.close(self.wake_w)
+    def drain(self) -> None:
+        """Forget earlier wake-ups (the dial looked at why it was woken). Called
+        by the dial itself, on the dialer thread."""
+        if self.job is not None:
+            self.job.abort_pending = False
 
     def join(self, timeout: float) -> None:
-        """Wait up to *timeout* for the woken thread to end (not from the thread itself)."""
-        if self.thread is not None and self.thread is not threading.current_thread():
-            self.thread.join(timeout)
+        """Wait up to *timeout* for the woken dial to end (not from its own threads)."""
+        job = self.job
+        if job is not None and threading.current_thread() not in (hub.thread, job.call_thread):
+            deadline = time.monotonic() + timeout
+            if job.done.wait(timeout):
+                hub.join_if_idle(max(0.0, deadline - time.monotonic()))

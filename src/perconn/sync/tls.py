@@ -27,7 +27,8 @@ from typing import Any
 
 from .._errors import peer_closed
 from .._validate import timed_out
-from .dialer import wait_fd
+from .dialer import Step, send_all, wait_fd
+from .hub import Wait
 from .link import MAX_CHUNK, Connection, peek, send_within
 
 __all__ = ["TLSConnection", "TLSStream", "handshake"]
@@ -41,17 +42,16 @@ def handshake(
     context: ssl.SSLContext,
     hostname: str | None,
     deadline: float | None,
-    wake_fd: int,
     budget: float | None,
-) -> TLSStream:
-    """Run the client side of a TLS handshake on the connected *sock*.
+) -> Step[TLSStream]:
+    """Run the client side of a TLS handshake on the connected *sock* (a step of
+    a dial: it yields what it waits for, so the dial can be aborted at any wait).
 
     Raises:
         ssl.SSLError: the handshake failed (a certificate that does not verify,
             a peer that does not speak TLS).
         TimeoutError: *deadline* passed (*budget* seconds, for the message).
         OSError: the connection failed.
-        DialAborted: *wake_fd* became readable (the ``Conn`` is closing).
     """
     incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
     tls = context.wrap_bio(incoming, outgoing, server_side=False, server_hostname=hostname)
@@ -62,12 +62,10 @@ def handshake(
         except ssl.SSLWantReadError:
             done = False
         if outgoing.pending:
-            records = outgoing.read()
-            if send_within(sock, records, deadline, wake_fd) < len(records):
-                raise timed_out("TLS handshake", budget or 0.0)
+            yield from send_all(sock, outgoing.read(), deadline, "TLS handshake", budget)
         if done:
             return TLSStream(sock, tls, incoming, outgoing)
-        if not wait_fd(sock.fileno(), select.POLLIN, deadline, wake_fd):
+        if not (yield Wait((sock.fileno(),), (), deadline)):
             raise timed_out("TLS handshake", budget or 0.0)
         try:
             data = sock.recv(_READ_CHUNK, _DONTWAIT)

@@ -1,0 +1,305 @@
+"""The process-wide dialer thread of the synchronous front end.
+
+Every dialing :class:`~perconn.sync.Conn` is a *job*: a generator that yields
+what it waits for (:class:`Wait`: sockets to become readable or writable, or a
+deadline; :class:`Lookup`: a name lookup to finish; :class:`Call`: user code to
+run) and is resumed with the answer. One thread, the hub, runs them all with one
+``selectors`` loop and one timer heap, so a thousand dialing ``Conn``\\s cost one
+thread, not a thousand. Code that may block runs in a thread of its own, one per
+job at most and only while it runs: an ``on_connect`` hook (and the queued writes
+that follow it). Name lookups run in their own daemon threads
+(:mod:`perconn._lookup`), as before.
+
+A job is aborted (:class:`~perconn.sync.dialer.DialAborted` is thrown in at its
+current wait, or at its next one) when its ``Conn`` closes or redials at once.
+
+The hub thread starts with the first job and ends with the last, so a program
+with no dialing ``Conn`` has no perconn thread. User code never runs on it,
+except logging handlers (the records of dial failures) and a ``Conn`` being
+collected; a slow handler delays every dial.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import heapq
+import itertools
+import os
+import selectors
+import threading
+import time
+from collections.abc import Callable, Generator
+from typing import Any, NamedTuple
+
+from .._lookup import Lookup
+
+__all__ = ["Call", "Hub", "Job", "JobGen", "Request", "Wait", "WaitLookup", "hub"]
+
+
+SLICE = 0.002
+"""Seconds of dialing work the hub does between two looks at its wake-ups (a
+``close()``, a ``reconnect()``, a finished hook): the most they wait on a hub
+that has more dials to make than it has time for."""
+
+
+class Wait(NamedTuple):
+    """Wait until one of *read* is readable or one of *write* writable (the job
+    is resumed with the set of those ready), or until *deadline* (monotonic,
+    None: no bound; resumed with an empty set)."""
+
+    read: tuple[int, ...] = ()
+    write: tuple[int, ...] = ()
+    deadline: float | None = None
+
+
+class WaitLookup(NamedTuple):
+    """Wait until *lookup* is done or *deadline* passes; resumed with whether it is done."""
+
+    lookup: Lookup
+    deadline: float | None
+
+
+class Call(NamedTuple):
+    """Run *fn* in a thread of its own (it may block: user code); resumed with
+    what it returns, or its exception thrown in."""
+
+    fn: Callable[[], Any]
+    name: str
+
+
+Request = Wait | WaitLookup | Call
+JobGen = Generator[Request, Any, None]
+
+
+class Job:
+    """One dialing ``Conn``'s generator, as the hub runs it.
+
+    ``abort()`` (from any thread) throws *aborted* into the generator at its
+    current wait or at its next one; a :class:`Call` in progress is not
+    interrupted. ``done`` is set when the generator has ended.
+    """
+
+    def __init__(self, gen: JobGen, aborted: Callable[[], BaseException]) -> None:
+        self._gen = gen
+        self._aborted = aborted
+        self.abort_pending = False
+        self.done = threading.Event()
+        self.request: Request | None = None
+        self.token = 0  # counts the requests: a timer of an earlier one is stale
+        self.call_thread: threading.Thread | None = None
+
+    def abort(self) -> None:
+        hub.poke(self, abort=True)
+
+
+class _Poke(NamedTuple):
+    job: Job
+    abort: bool
+    outcome: tuple[Any, BaseException | None] | None  # a Call's result, or None: a lookup finished
+
+
+class Hub:
+    """The dialer thread and what it watches (see the module's docstring)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._jobs: set[Job] = set()
+        self._pokes: list[_Poke] = []
+        self._thread: threading.Thread | None = None
+        self._ending: threading.Thread | None = None  # the latest thread (it ends once it has no job)
+        self._wake_r, self._wake_w = -1, -1
+        self._seq = itertools.count()
+
+    # -- from any thread --------------------------------------------------------
+
+    def start(self, gen: JobGen, aborted: Callable[[], BaseException]) -> Job:
+        """Run the job *gen* (its first step runs on the hub thread)."""
+        job = Job(gen, aborted)
+        with self._lock:
+            self._jobs.add(job)
+            self._pokes.append(_Poke(job, False, (None, None)))
+            if self._thread is None:
+                self._wake_r, self._wake_w = os.pipe()
+                os.set_blocking(self._wake_r, False)
+                os.set_blocking(self._wake_w, False)
+                self._thread = self._ending = threading.Thread(target=self._run, name="perconn-dialer", daemon=True)
+                self._thread.start()
+            else:
+                self._wake()
+        return job
+
+    def poke(self, job: Job, *, abort: bool = False, outcome: tuple[Any, BaseException | None] | None = None) -> None:
+        with self._lock:
+            if job in self._jobs:
+                self._pokes.append(_Poke(job, abort, outcome))
+                self._wake()
+
+    @property
+    def thread(self) -> threading.Thread | None:
+        return self._thread
+
+    def join_if_idle(self, timeout: float) -> None:
+        """If no job is left, wait up to *timeout* for the thread to end (it is
+        ending): a program that closed its last ``Conn`` has no perconn thread."""
+        with self._lock:
+            thread = self._ending if not self._jobs else None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
+    def _wake(self) -> None:  # holding _lock, the thread running
+        with contextlib.suppress(BlockingIOError):  # the pipe is full of wake-ups already
+            os.write(self._wake_w, b"\0")
+
+    # -- the hub thread ---------------------------------------------------------
+
+    def _run(self) -> None:
+        selector = selectors.DefaultSelector()
+        selector.register(self._wake_r, selectors.EVENT_READ)
+        timers: list[tuple[float, int, Job, int]] = []
+        registered: dict[Job, list[int]] = {}
+        backlog: dict[Job, Any] = {}  # ready jobs a slice had no time for, oldest first
+
+        def step(job: Job, answer: Any) -> None:
+            for fd in registered.pop(job, []):
+                selector.unregister(fd)
+            self._resume(job, answer)
+            request = job.request
+            if job.done.is_set() or request is None:
+                return
+            if isinstance(request, Wait):
+                fds = []
+                for fd in request.read:
+                    selector.register(fd, selectors.EVENT_READ, job)
+                    fds.append(fd)
+                for fd in request.write:
+                    selector.register(fd, selectors.EVENT_WRITE, job)
+                    fds.append(fd)
+                registered[job] = fds
+            if isinstance(request, (Wait, WaitLookup)) and request.deadline is not None:
+                heapq.heappush(timers, (request.deadline, next(self._seq), job, job.token))
+
+        try:
+            while True:
+                with self._lock:
+                    pokes, self._pokes = self._pokes, []
+                    if not pokes and not self._jobs:
+                        self._ending, self._thread = self._thread, None
+                        os.close(self._wake_r)
+                        os.close(self._wake_w)
+                        return
+                urgent: dict[Job, Any] = {}  # aborts and answers: before anything else
+                for poke in pokes:
+                    self._on_poke(poke, urgent)
+                timeout: float | None = 0.0
+                if not urgent and not backlog:
+                    while timers and timers[0][2].token != timers[0][3]:
+                        heapq.heappop(timers)  # stale: the job has moved on
+                    timeout = None if not timers else max(0.0, timers[0][0] - time.monotonic())
+                for key, _ in selector.select(timeout):
+                    if key.fileobj == self._wake_r:
+                        while _read_some(self._wake_r):
+                            pass
+                        continue
+                    seen = backlog.setdefault(key.data, set())
+                    if isinstance(seen, set):
+                        seen.add(key.fd)
+                now = time.monotonic()
+                while timers and (timers[0][2].token != timers[0][3] or timers[0][0] <= now):
+                    _, _, job, token = heapq.heappop(timers)
+                    if job.token == token:
+                        backlog.setdefault(job, set())
+                for job, answer in urgent.items():
+                    backlog.pop(job, None)
+                    step(job, answer)
+                # Then as many ready jobs as fit in a slice: an abort (a close()) waits
+                # no longer than that, however many dials the schedule asks for.
+                until = time.monotonic() + SLICE
+                while backlog and time.monotonic() < until:
+                    job = next(iter(backlog))
+                    step(job, backlog.pop(job))
+        finally:
+            selector.close()
+
+    def _on_poke(self, poke: _Poke, ready: dict[Job, Any]) -> None:
+        job = poke.job
+        if poke.abort:
+            job.abort_pending = True
+            if isinstance(job.request, (Wait, WaitLookup)):
+                ready[job] = job._aborted()
+            return
+        if poke.outcome is None:  # a lookup finished
+            if isinstance(job.request, WaitLookup):
+                ready.setdefault(job, set())
+            return
+        if job.request is None or isinstance(job.request, Call):  # the first step, or a Call returned
+            value, error = poke.outcome
+            ready[job] = error if error is not None else _Value(value)
+
+    def _resume(self, job: Job, answer: Any) -> None:
+        """Advance *job* with *answer* (a set of ready fds, a :class:`_Value`, or
+        an exception to throw in) until its next request, which it then waits on."""
+        request = job.request
+        if isinstance(request, WaitLookup):
+            request.lookup.notify(None)
+        while True:
+            try:
+                if isinstance(answer, BaseException):
+                    request = job._gen.throw(answer)
+                elif isinstance(answer, _Value):
+                    request = job._gen.send(answer.value)
+                elif isinstance(request, WaitLookup):
+                    request = job._gen.send(request.lookup.done)
+                else:
+                    request = job._gen.send(answer)
+            except StopIteration:
+                self._finish(job)
+                return
+            except BaseException as exc:  # a bug in the job: it ends (its Conn stops dialing), reported
+                self._finish(job)
+                threading.excepthook(threading.ExceptHookArgs((type(exc), exc, exc.__traceback__, None)))
+                return
+            job.token += 1
+            job.request = request
+            if isinstance(request, Call):
+                self._call(job, request)
+                return
+            if job.abort_pending:
+                answer = job._aborted()
+                continue
+            if isinstance(request, WaitLookup) and not request.lookup.notify(functools.partial(self.poke, job)):
+                answer = None  # done already: resume at once with lookup.done
+                continue
+            return
+
+    def _call(self, job: Job, call: Call) -> None:
+        def run() -> None:
+            try:
+                outcome: tuple[Any, BaseException | None] = (call.fn(), None)
+            except BaseException as exc:  # handed to the job
+                outcome = (None, exc)
+            self.poke(job, outcome=outcome)
+
+        job.call_thread = threading.Thread(target=run, name=call.name, daemon=True)
+        job.call_thread.start()
+
+    def _finish(self, job: Job) -> None:
+        job.request = None
+        with self._lock:
+            self._jobs.discard(job)
+        job.done.set()
+
+
+class _Value(NamedTuple):
+    value: Any
+
+
+def _read_some(fd: int) -> bool:
+    try:
+        return bool(os.read(fd, 4096))
+    except BlockingIOError:
+        return False
+
+
+hub = Hub()
+"""The one hub of the process."""

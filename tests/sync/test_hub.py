@@ -1,0 +1,130 @@
+"""The process-wide dialer thread (perconn.sync.hub): many dialing ``Conn``s,
+one thread; a hook that blocks delays nobody else; close() stays prompt while
+the thread is busy; nothing is left once they are all closed."""
+
+from __future__ import annotations
+
+import logging
+import resource
+import threading
+import time
+
+from conftest import Leaks
+from servers import Server, refusing_port, scaled, wait_until
+
+import perconn
+import perconn.sync
+
+MANY = 1000
+
+
+def perconn_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("perconn")]
+
+
+def quiet() -> logging.Logger:
+    logger = logging.getLogger("perconn.test.hub")
+    logger.propagate = False
+    logger.addHandler(logging.NullHandler())
+    return logger
+
+
+def test_a_thousand_dialing_conns_share_one_thread_and_leave_nothing(leaks: Leaks) -> None:
+    with refusing_port() as address:
+        conns = [perconn.connect(address, retry_min=0.5, retry_max=1.0, logger=quiet()) for _ in range(MANY)]
+        try:
+            assert wait_until(lambda: sum(c.stats.dial_failures for c in conns) >= MANY, scaled(10))
+            assert [t.name for t in perconn_threads()] == ["perconn-dialer"]
+        finally:
+            started = time.monotonic()
+            for conn in conns:
+                conn.close()
+            took = time.monotonic() - started
+    assert took < scaled(2.0), f"closing {MANY} dialing Conns took {took:.2f} s"
+    leaks.assert_none()
+
+
+def test_no_busy_loop_while_a_thousand_are_down() -> None:
+    with refusing_port() as address:
+        conns = [perconn.connect(address, retry_min=2.0, retry_max=4.0, logger=quiet()) for _ in range(MANY)]
+        try:
+            assert wait_until(lambda: sum(c.stats.dial_failures for c in conns) >= MANY, scaled(10))
+            before = resource.getrusage(resource.RUSAGE_SELF)
+            start = time.monotonic()
+            time.sleep(1.0)  # the thing measured: what dialing costs while nothing else runs
+            wall = time.monotonic() - start
+            after = resource.getrusage(resource.RUSAGE_SELF)
+            failures = sum(c.stats.dial_failures for c in conns)
+        finally:
+            for conn in conns:
+                conn.close()
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    # The schedule asks for about MANY / 3 dials a second; a busy loop would take the whole CPU.
+    assert cpu < 0.5 * wall, f"{cpu:.3f}s of CPU in {wall:.3f}s for {MANY} Conns down ({failures} failed dials)"
+
+
+def test_close_stays_prompt_while_the_dialer_thread_is_busy() -> None:
+    with refusing_port() as address:
+        conns = [perconn.connect(address, retry_min=0.05, retry_max=0.1, logger=quiet()) for _ in range(MANY)]
+        try:
+            assert wait_until(lambda: sum(c.stats.dial_failures for c in conns) >= 2 * MANY, scaled(10))
+            worst = 0.0
+            for conn in conns[:20]:
+                started = time.monotonic()
+                conn.close()
+                worst = max(worst, time.monotonic() - started)
+        finally:
+            for conn in conns:
+                conn.close()
+    assert worst < 0.1, f"a close() took {worst * 1000:.0f} ms"
+
+
+def test_a_hook_that_blocks_delays_no_other_conn(echo_server: Server, leaks: Leaks) -> None:
+    server = echo_server
+    release = threading.Event()
+    entered = threading.Event()
+
+    def stuck(link: perconn.Link) -> None:
+        entered.set()
+        release.wait(scaled(10))
+
+    blocked = perconn.connect(server.address, on_connect=stuck)
+    try:
+        assert entered.wait(scaled(5))
+        with perconn.connect(server.address) as other:
+            other.wait_connected(timeout=scaled(1))  # dialed by the same thread, while the hook blocks
+            other.write(b"ping")
+            assert other.readexactly(4, timeout=scaled(2)) == b"ping"
+        assert not blocked.connected
+        release.set()
+        blocked.wait_connected(timeout=scaled(5))
+    finally:
+        release.set()
+        blocked.close()
+    leaks.assert_none()
+
+
+def test_a_thousand_conns_come_back_after_a_server_restart_and_leave_nothing(
+    echo_server: Server, leaks: Leaks
+) -> None:
+    server = echo_server
+    conns = [perconn.connect(server.address, retry_min=0.01, retry_max=0.2, logger=quiet()) for _ in range(MANY)]
+    started = time.monotonic()
+    try:
+        assert wait_until(lambda: all(c.generation == 1 for c in conns), scaled(15))
+        print(f"{MANY} connected in {time.monotonic() - started:.2f} s")
+        assert wait_until(lambda: not perconn_threads(), scaled(2))  # connected and idle: no thread at all
+        server.restart()
+        started = time.monotonic()
+        for conn in conns:
+            conn.write(b"x")  # each notices the restart (its idle check), then redials
+        assert wait_until(lambda: all(c.generation == 2 for c in conns), scaled(15))
+        print(f"{MANY} back in {time.monotonic() - started:.2f} s after the restart")
+        for conn in conns[:50]:
+            assert conn.readexactly(1, timeout=scaled(5)) == b"x"  # the write that found the old one gone
+            conn.write(b"hello")
+            assert conn.readexactly(5, timeout=scaled(5)) == b"hello"
+    finally:
+        for conn in conns:
+            conn.close()
+    leaks.assert_none(timeout=scaled(2))
