@@ -104,9 +104,7 @@ def test_a_hook_that_blocks_delays_no_other_conn(echo_server: Server, leaks: Lea
     leaks.assert_none()
 
 
-def test_a_thousand_conns_come_back_after_a_server_restart_and_leave_nothing(
-    echo_server: Server, leaks: Leaks
-) -> None:
+def test_a_thousand_conns_come_back_after_a_server_restart_and_leave_nothing(echo_server: Server, leaks: Leaks) -> None:
     server = echo_server
     conns = [perconn.connect(server.address, retry_min=0.01, retry_max=0.2, logger=quiet()) for _ in range(MANY)]
     started = time.monotonic()
