@@ -697,27 +697,20 @@ def _dial_job(ref: weakref.ref[Conn], delay: float, retired: Connection | None, 
             return
         try:
             link, deadline = yield from _dial_once(opts, resolver, options, *begun)
+            installed = install(ref, link) if opts.on_connect is None else None  # nothing to run, nothing queued
+            if installed is None:  # user code or queued writes: in a thread of their own
+                handover = functools.partial(_handover, ref, link, deadline, opts, dialer, outbox, cond, cursor)
+                installed = yield Call(handover, dialer.name.replace("dial", "handshake", 1))
         except DialAborted:  # woken: closing (checked above, next round) or reconnect()
             dialer.drain()
             delay = 0.0
             continue
-        except Exception as exc:
+        except Exception as exc:  # the dial's, the hook's or the queued writes' failure
             next_delay = dial_failed(ref, exc)
             if next_delay is None:
                 return
             delay = next_delay
             continue
-        installed = install(ref, link) if opts.on_connect is None else None  # nothing to run, nothing queued
-        if installed is None:  # user code or queued writes: in a thread of their own
-            handover = functools.partial(_handover, ref, link, deadline, opts, dialer, outbox, cond, cursor)
-            try:
-                installed = yield Call(handover, dialer.name.replace("dial", "handshake", 1))
-            except Exception as exc:
-                next_delay = dial_failed(ref, exc)
-                if next_delay is None:
-                    return
-                delay = next_delay
-                continue
         if not installed:
             link.sock.close()
         return
