@@ -124,6 +124,7 @@ class Server:
         assert self._thread is None, "already running"
         self._listen = self._listener()
         self._wake_r, self._wake_w = socket.socketpair()
+        self._sel = selectors.DefaultSelector()  # here, not in the thread: all its fds exist once start() returns
         self._running = True
         self._thread = threading.Thread(target=self._run, name=f"test-server {self.mode}", daemon=True)
         self._thread.start()
@@ -211,7 +212,6 @@ class Server:
             self._cond.notify_all()
 
     def _run(self) -> None:
-        self._sel = selectors.DefaultSelector()
         self._clients: dict[socket.socket, int] = {}
         self._pending: dict[socket.socket, bytearray] = {}  # echo output the client has not taken yet
         self._closing: set[socket.socket] = set()  # close once their pending output is flushed

