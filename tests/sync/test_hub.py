@@ -117,12 +117,13 @@ def test_a_thousand_conns_come_back_after_a_server_restart_and_leave_nothing(ech
         started = time.monotonic()
         for conn in conns:  # each notices the restart (its idle check before a write), and redials
             with contextlib.suppress(TimeoutError):
-                conn.write(b"x", timeout=0)  # not sent: no connection is up by then
+                conn.write(b"x", timeout=0)  # rarely sent: a connection is seldom up again that fast
         assert wait_until(lambda: all(c.generation == 2 for c in conns), scaled(15))
         print(f"{MANY} back in {time.monotonic() - started:.2f} s after the restart")
         for conn in conns[:50]:
             conn.write(b"hello")
-            assert conn.readexactly(5, timeout=scaled(5)) == b"hello"
+            # (the "x" went out after all if the new connection was up before that write gave up)
+            assert conn.readuntil(b"hello", timeout=scaled(5)) in (b"hello", b"xhello")
     finally:
         for conn in conns:
             conn.close()
