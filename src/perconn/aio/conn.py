@@ -33,7 +33,7 @@ from .._messages import flush_timed_out
 from .._options import Options
 from .._outbox import Outbox
 from .._reading import DEFAULT_LIMIT, Cursor, Frame, ended, exactly, some, until
-from .._sockopts import tcp_options
+from .._sockopts import SockOpt, tcp_options
 from .._validate import check_bytes, check_count, check_separator, check_size, check_timeout, timed_out
 from .dialer import connect_first
 from .link import Connection, Link, within
@@ -97,7 +97,8 @@ class Conn(ConnBase[Connection, OnConnect]):
         self._closing: asyncio.Future[None] | None = None
         self._dialer: asyncio.Task[None] | None = None
         self._resolver = Resolver()  # outlives dial tasks: a pending lookup is reused
-        self._changed = Signal()  # a connection came up, the buffer made room, or the Conn closed
+        self._changed = Signal()
+        self._tcp = tcp_options(options.keepalive)  # a connection came up, the buffer made room, or the Conn closed
         # Last: until it exists, __del__ takes this for a half-made Conn and stays quiet.
         self._life = self._lifecycle(options)
         self._start_dialer(0.0)
@@ -477,7 +478,7 @@ class Conn(ConnBase[Connection, OnConnect]):
         self._callback("on_disconnect", error)
 
     def _start_dialer(self, delay: float) -> None:
-        shared = _Shared(self._opts, self._resolver, self._life.outbox, self._cursor, self._changed)
+        shared = _Shared(self._opts, self._resolver, self._life.outbox, self._cursor, self._changed, self._tcp)
         self._dialer = self._loop.create_task(
             _dial_loop(weakref.ref(self), shared, delay),
             name=f"perconn-dial {self.address}",
@@ -571,8 +572,7 @@ async def _unix_tls_unnamed(
 async def _dial_once(
     loop: asyncio.AbstractEventLoop,
     ref: weakref.ref[Conn],
-    opts: Options,
-    resolver: Resolver,
+    shared: _Shared,
     stage: list[str],
     address: Address,
     budget: float | None,
@@ -581,7 +581,7 @@ async def _dial_once(
     """One dial of *address*: look it up, connect to the first of its IP
     addresses that accepts, run ``on_connect``; ``stage[0]`` says which, for
     the error if the dial's budget runs out."""
-    options = tcp_options(opts.keepalive)
+    opts, resolver, options = shared.opts, shared.resolver, shared.options
 
     def factory() -> Connection:
         return Connection(ref, loop, address.text, options)
@@ -624,6 +624,7 @@ class _Shared(NamedTuple):
     outbox: Outbox
     cursor: Cursor[Connection]
     changed: Signal
+    options: list[SockOpt]  # the TCP options of every connection (see perconn._sockopts)
 
 
 async def _dial_loop(ref: weakref.ref[Conn], shared: _Shared, delay: float) -> None:
@@ -643,7 +644,7 @@ async def _dial_loop(ref: weakref.ref[Conn], shared: _Shared, delay: float) -> N
             return timed_out(stage[0], budget or 0.0)  # noqa: B023 (called before the loop goes on)
 
         try:
-            link = await within(_dial_once(loop, ref, shared.opts, shared.resolver, stage, *begun), budget, expired)
+            link = await within(_dial_once(loop, ref, shared, stage, *begun), budget, expired)
             installed = await _flush_and_install(ref, link, shared)
         except Exception as exc:  # OSError (TimeoutError, socket.gaierror), the hook's, or a failed flush
             next_delay = dial_failed(ref, exc)

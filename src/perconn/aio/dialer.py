@@ -36,6 +36,8 @@ async def connect_first(
         OSError: every target failed (the error of the last to fail, as
             ``loop.sock_connect`` words it).
     """
+    if len(targets) == 1:  # nothing to race (a literal, a unix path, one address): no task of its own
+        return await _attempt(loop, targets[0])
     race = Race(address, targets, delay)
     attempts: list[asyncio.Task[socket.socket]] = []
     winner: socket.socket | None = None
