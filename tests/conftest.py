@@ -119,6 +119,14 @@ def describe(fds: set[int]) -> dict[int, str]:
     return found
 
 
+def hub_state() -> str:
+    """What the synchronous dialer thread is doing (for a leak report)."""
+    from perconn.sync.hub import hub
+
+    jobs = list(hub._jobs)
+    return f"(dialer: {len(jobs)} jobs: {[(type(j.request).__name__, j.request) for j in jobs][:3]})"
+
+
 class Leaks:
     """Counts threads and file descriptors before a test, to compare after close()."""
 
@@ -134,7 +142,7 @@ class Leaks:
 
     def assert_none(self, timeout: float = 1.0) -> None:
         """No perconn thread and no new fd within *timeout* (the contract: 1 s)."""
-        assert wait_until(lambda: not self.new_threads(), timeout), f"threads left: {self.new_threads()}"
+        assert wait_until(lambda: not self.new_threads(), timeout), f"threads left: {self.new_threads()} {hub_state()}"
         assert wait_until(lambda: not self.new_fds(), timeout), f"fds left: {describe(self.new_fds())}"
 
 

@@ -590,8 +590,11 @@ def test_a_tls_server_restart_fails_the_blocked_read_once_then_reconnects(
         assert conn.generation == 2
     assert server.handshakes == 2
     assert len(connection_errors(records)) == 1
+    # The first redial may find the server not listening yet (stop() closes the listener first).
+    redials = 1 + len(records.matching(logging.WARNING, perconn.DialError))
     assert [r.getMessage() for r in records.matching(logging.INFO)] == [
-        f"connected to {server.address} (generation {g}, after 1 attempt)" for g in (1, 2)
+        f"connected to {server.address} (generation 1, after 1 attempt)",
+        f"connected to {server.address} (generation 2, after {redials} attempt{'' if redials == 1 else 's'})",
     ]
 
 
