@@ -578,23 +578,23 @@ class Conn(ConnBase[Connection, OnConnect]):
             self._rlock.release()
         return True
 
-    def _retire(self, link: Connection, deadline: float | None = None) -> None:
-        """Close a shut-down link's socket once no reader or writer is inside it."""
-        timeout = -1.0 if deadline is None else max(0.0, deadline - time.monotonic())
+    def _retire(self, link: Connection, deadline: float) -> None:
+        """At ``close()``: close the shut-down link's socket once no reader or
+        writer is inside it, waiting for them until *deadline* at most."""
+        timeout = max(0.0, deadline - time.monotonic())
         got_r = self._rlock.acquire(timeout=timeout)
         got_w = self._wlock.acquire(timeout=timeout)
         try:
             link.sock.close()
         except OSError as exc:
-            if deadline is not None:  # close() asked: report it
-                raise ConnectionIOError("close", exc, address=link.address) from exc
+            raise ConnectionIOError("close", exc, address=link.address) from exc
         finally:
             if got_w:
                 self._wlock.release()
             if got_r:
                 self._rlock.release()
 
-    # -- the dial thread ----------------------------------------------------
+    # -- dialing (a job of the process-wide dialer thread) -----------------
 
     def _start_dialer(self, delay: float, retired: Connection | None) -> None:
         """Start the dial thread (caller holds ``_lock``). It holds the ``Conn``
