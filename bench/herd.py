@@ -478,23 +478,29 @@ def plot(args: argparse.Namespace, herds: Sequence[Herd], path: str) -> str:
     except ImportError:
         return "no plot: matplotlib is not installed (pip install -e '.[bench]')"
     fronts = list(dict.fromkeys(h.front for h in herds))
-    fig, axes = plt.subplots(len(fronts), 1, figsize=(8, 2.8 * len(fronts) + 0.6), sharex=True, squeeze=False)
+    fig, axes = plt.subplots(len(fronts), 1, figsize=(8, 2.8 * len(fronts) + 0.6), squeeze=False)
     for ax, front in zip(axes[:, 0], fronts, strict=True):
-        for h in (h for h in herds if h.front == front):
+        mine = [h for h in herds if h.front == front]
+        for h in mine:
             counts = h.buckets()
             xs = [i * BUCKET for i in range(len(counts) + 1)]
-            label = f"jitter={h.jitter}: peak {h.peak()}/50 ms"
+            every = h.until(1.0)
+            back = f"all back in {every:.2f} s" if every is not None and h.back == h.conns else f"{h.back} back"
+            label = f"jitter={h.jitter}: peak {h.peak()}/50 ms, {back}"
             ax.stairs(counts, xs, label=label, fill=h.jitter, alpha=0.6 if h.jitter else 1.0, linewidth=1.5)
-        killed = next((h.killed for h in herds if h.front == front and not math.isnan(h.killed)), -args.down)
-        ax.axvline(killed, color="grey", linestyle=":", linewidth=1)
-        ax.axvline(0.0, color="grey", linestyle="--", linewidth=1)
-        ax.axvline(2 * args.retry_max, color="red", linestyle=":", linewidth=1)
-        ax.text(killed, 0.97, " killed", transform=ax.get_xaxis_transform(), va="top", fontsize=8)
-        ax.text(0.0, 0.97, " listening again", transform=ax.get_xaxis_transform(), va="top", fontsize=8)
-        ax.text(2 * args.retry_max, 0.97, " 2 x retry_max", transform=ax.get_xaxis_transform(), va="top", fontsize=8)
+        killed = next((h.killed for h in mine if not math.isnan(h.killed)), -args.down)
+        last = max((max(h.accepts) for h in mine if h.accepts), default=0.0)
+        for x, style, color, text in (
+            (killed, ":", "black", "server killed"),
+            (0.0, "--", "grey", "listening again"),
+            (2 * args.retry_max, ":", "red", "2 x retry_max after"),
+        ):
+            ax.axvline(x, color=color, linestyle=style, linewidth=1, label=text)
+        ax.set_xlim(killed - 0.1, max(last, 2 * args.retry_max) + 0.2)
+        ax.set_ylim(0, 1.7 * max((h.peak() for h in mine), default=1))  # room for the legend
         ax.set_title(f"{FRONT_NAMES[front]}: {args.conns} Conns, server down {args.down:g} s", fontsize=10)
         ax.set_ylabel(f"accepts per {BUCKET * 1000:.0f} ms")
-        ax.legend(loc="best", fontsize=8)
+        ax.legend(loc="upper right", fontsize=8)
     axes[-1, 0].set_xlabel(
         f"seconds since the server listened again (retry_min {args.retry_min:g}, retry_max {args.retry_max:g})"
     )
