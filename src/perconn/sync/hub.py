@@ -183,7 +183,7 @@ class Hub:
             while True:
                 with self._lock:
                     pokes, self._pokes = self._pokes, []
-                    if not pokes and not self._jobs:
+                    if not self._jobs:  # (what pokes are left are for jobs that ended meanwhile)
                         self._ending, self._thread = self._thread, None
                         os.close(self._wake_r)
                         os.close(self._wake_w)
