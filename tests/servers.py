@@ -115,7 +115,7 @@ class Server:
             default = ("::1", 0) if fam == socket.AF_INET6 else ("127.0.0.1", 0)
             sock.bind(self._sockaddr or default)  # type: ignore[arg-type]
             self._sockaddr = sock.getsockname()
-        sock.listen(64)
+        sock.listen(4096)  # room for a thousand Conns dialing at once (a full queue drops SYNs: retried in 1 s)
         return sock
 
     # -- life ---------------------------------------------------------------
