@@ -7,8 +7,9 @@ when the program ends::
 
     tail -F app.log | python -m perconn logs.example:5140 --buffer 1MiB
 
-Threads: the main thread only waits (so Ctrl-C and SIGTERM land there, never
-inside the library) and then closes the ``Conn``; a daemon *pump* thread reads
+Threads: the main thread only waits (every other thread blocks SIGINT and
+SIGTERM, so they land there, never inside the library) and then closes the
+``Conn``; a daemon *pump* thread reads
 standard input, writes the lines and flushes at the end of input; a daemon
 *forward* thread reads the peer's bytes to standard output. Both use the file
 descriptors directly (``os.read``/``os.write``), so a thread left blocked on a
@@ -435,6 +436,15 @@ class Lines:
             yield batch
 
 
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def _mask(how: int) -> None:
+    """Block or unblock SIGINT and SIGTERM in the calling thread (where the OS can)."""
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(how, _SIGNALS)
+
+
 class _Terminated(BaseException):
     """SIGTERM, raised in the main thread as Ctrl-C raises KeyboardInterrupt."""
 
@@ -554,18 +564,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     logger = logging.Logger(NAME, logging.INFO)  # private: not in the logging tree
     logger.addHandler(events)
     addresses = args.address[0] if len(args.address) == 1 else list(args.address)
+    handlers = {signum: signal.getsignal(signum) for signum in _SIGNALS}
+    # Every thread made from here on (ours, and the library's, which they make
+    # in turn) inherits a mask with these blocked, so the kernel delivers them
+    # to the main thread: only there does a signal interrupt a wait.
+    _mask(signal.SIG_BLOCK)
     try:
         conn = connect(addresses, logger=logger, **options)
     except (TypeError, ValueError) as exc:
+        _mask(signal.SIG_UNBLOCK)
         parser.error(_as_flags(str(exc)))
     block = args.when_full == "block" if args.when_full is not None else not args.buffer
     shipper = Shipper(conn, block=block, flush_timeout=args.flush_timeout, buffer=args.buffer, events=events)
-    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
     if handlers[signal.SIGTERM] is not signal.SIG_IGN:
         signal.signal(signal.SIGTERM, _terminate)
     stopped: int | None = None
     try:
         shipper.start()
+        _mask(signal.SIG_UNBLOCK)  # (one that came meanwhile is raised here)
         shipper.finished.wait()
     except KeyboardInterrupt:
         stopped = EXIT_INTERRUPTED
