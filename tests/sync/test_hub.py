@@ -15,6 +15,7 @@ from servers import Server, refusing_port, scaled, wait_until
 
 import perconn
 import perconn.sync
+from perconn.sync.conn import CLOSE_BUDGET
 
 MANY = 1000
 
@@ -78,6 +79,47 @@ def test_close_stays_prompt_while_the_dialer_thread_is_busy() -> None:
             for conn in conns:
                 conn.close()
     assert worst < 0.1, f"a close() took {worst * 1000:.0f} ms"
+
+
+class Blocking(logging.Handler):
+    """Holds the dialer thread (log handlers of dial failures run on it) from
+    its first record until released."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.holding = threading.Event()
+        self.let_go = threading.Event()
+        self.returned = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.holding.set()
+        self.let_go.wait(scaled(10))
+        self.returned.set()
+
+
+def test_close_of_a_conn_asleep_between_dials_does_not_wait_for_the_dialer_thread(leaks: Leaks) -> None:
+    with refusing_port() as address:
+        asleep = perconn.connect(address, retry_min=60.0, retry_max=60.0, logger=quiet())
+        assert wait_until(lambda: asleep.stats.dial_failures == 1, scaled(5))
+        blocking = Blocking()
+        logger = logging.getLogger("perconn.test.hub.blocking")
+        logger.propagate = False
+        logger.addHandler(blocking)
+        holder = perconn.connect(address, retry_min=60.0, retry_max=60.0, logger=logger)
+        try:
+            assert blocking.holding.wait(scaled(5))
+            started = time.monotonic()
+            asleep.close()  # it holds no socket: nothing to wait for
+            took = time.monotonic() - started
+            assert not blocking.returned.is_set()  # the dialer thread was held all along
+            # Waiting for the held thread would have taken all of close()'s budget.
+            assert took < CLOSE_BUDGET, f"close() took {took * 1000:.0f} ms"
+            assert asleep.closed
+        finally:
+            blocking.let_go.set()
+            holder.close()
+            logger.removeHandler(blocking)
+    leaks.assert_none()
 
 
 def test_a_hook_that_blocks_delays_no_other_conn(echo_server: Server, leaks: Leaks) -> None:

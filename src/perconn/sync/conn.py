@@ -368,7 +368,9 @@ class Conn(ConnBase[Connection, OnConnect]):
                 link.shutdown()
                 self._retire(link, deadline)
         finally:
-            if dialer is not None:
+            # A dial asleep between attempts holds nothing open, and once it wakes
+            # it finds the Conn closed: it ends on the dialer thread, unwaited.
+            if dialer is not None and not dialer.sleeping:
                 dialer.join(max(0.0, deadline - time.monotonic()))
 
     def __enter__(self) -> Conn:
@@ -688,10 +690,12 @@ def _dial_job(ref: weakref.ref[Conn], delay: float, retired: Connection | None, 
     conn = None
     while True:
         if delay > 0:
+            dialer.sleeping = True  # close() need not wait for the job now: it holds nothing open
             try:
                 yield Wait((), (), time.monotonic() + delay)
             except DialAborted:  # closing (begin_dial says so) or reconnect(): dial now
                 dialer.drain()
+            dialer.sleeping = False  # (before begin_dial looks at whether it is closed)
         begun = begin_dial(ref)
         if begun is None:
             return

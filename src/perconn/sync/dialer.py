@@ -84,6 +84,10 @@ def _begin(target: Target) -> tuple[socket.socket, bool]:
     try:
         sock.setblocking(False)
         err = sock.connect_ex(sockaddr)
+        if err in (errno.EINPROGRESS, errno.EAGAIN):
+            # A refusal over loopback is known already: not worth a trip
+            # through the dialer's select() (a dial storm is mostly these).
+            err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) or err
         if err and err not in (errno.EINPROGRESS, errno.EAGAIN):
             raise OSError(err, os.strerror(err))
     except BaseException:
@@ -243,6 +247,7 @@ class Dialer:
     def __init__(self, name: str) -> None:
         self.closing = False  # set by close() before it wakes the dial
         self.handshaking: Callable[[], None] | None = None  # shuts down the connection a hook is using
+        self.sleeping = False  # set by the dial while it sleeps between attempts (it holds no socket)
         self.name = name
         self.job: Job | None = None
 
