@@ -3,13 +3,14 @@ as :mod:`perconn._eyeballs` says (Happy Eyeballs), one task per attempt.
 
 perconn resolves names itself (:mod:`perconn._lookup`, bounded by
 ``dial_timeout``), so the loop's own ``create_connection(happy_eyeballs_delay=)``
-cannot be used: this races ``loop.sock_connect`` on sockets it opens, and the
+cannot be used: this races non-blocking connects on sockets it opens, and the
 caller hands the winner to ``create_connection(sock=)``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import socket
 
 from .._address import Address
@@ -33,8 +34,8 @@ async def connect_first(
     cancelling it.
 
     Raises:
-        OSError: every target failed (the error of the last to fail, as
-            ``loop.sock_connect`` words it).
+        OSError: every target failed (the error of the last to fail, worded
+            as ``loop.sock_connect`` words it).
     """
     if len(targets) == 1:  # nothing to race (a literal, a unix path, one address): no task of its own
         return await _attempt(loop, targets[0])
@@ -82,11 +83,36 @@ async def _attempt(loop: asyncio.AbstractEventLoop, target: Target) -> socket.so
     sock = socket.socket(family, socket.SOCK_STREAM, proto)
     try:
         sock.setblocking(False)
-        await loop.sock_connect(sock, sockaddr)
+        # What loop.sock_connect does, minus its trip through the loop when the
+        # outcome is known at once (a refusal over loopback: a dial storm is
+        # mostly these), and worded as it words it.
+        err = sock.connect_ex(sockaddr)
+        if err in (errno.EINPROGRESS, errno.EAGAIN):
+            err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if not err:
+                await _writable(loop, sock.fileno())
+                err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            raise OSError(err, f"Connect call failed {sockaddr}")
     except BaseException:  # the loop has stopped watching the socket by now: closing it is safe
         sock.close()
         raise
     return sock
+
+
+async def _writable(loop: asyncio.AbstractEventLoop, fd: int) -> None:
+    """Wait until *fd* is writable (a connect in progress is over)."""
+    ready = loop.create_future()
+    loop.add_writer(fd, _set_done, ready)
+    try:
+        await ready
+    finally:
+        loop.remove_writer(fd)
+
+
+def _set_done(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _close_if_connected(task: asyncio.Task[socket.socket]) -> None:
