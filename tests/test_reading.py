@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from perconn import ConnectionIOError
-from perconn._reading import DEFAULT_LIMIT, Cursor, Frame, exactly, some, until
+from perconn._reading import DEFAULT_LIMIT, Cursor, Frame, exactly, some, take, until
 
 # -- frames -------------------------------------------------------------------
 
@@ -103,6 +103,14 @@ def test_until_property(buf: bytes, sep: bytes, limit: int) -> None:
         assert info.value.consumed == min(len(buf), limit)
 
 
+@given(st.binary(max_size=300), st.integers(min_value=0, max_value=400))
+def test_take_removes_and_returns_the_first_n_bytes(buf: bytes, n: int) -> None:
+    buffer = bytearray(buf)
+    data = take(buffer, n)
+    assert type(data) is bytes and data == buf[:n]
+    assert buffer == buf[n:]
+
+
 @given(buf=st.binary(max_size=20), n=st.integers(min_value=1, max_value=25))
 def test_some_and_exactly_properties(buf: bytes, n: int) -> None:
     assert some(n)(bytearray(buf)) == (min(n, len(buf)) if buf else -1)
@@ -110,16 +118,6 @@ def test_some_and_exactly_properties(buf: bytes, n: int) -> None:
 
 
 # -- a front end in memory ----------------------------------------------------
-
-# KNOWN BUG in perconn._reading.Cursor (see the test_known_bug_* tests below): pick()
-# treats ``reading is None`` as "the live connection" and sets it to None when it
-# passes an ended connection, so a connection that ended before the cursor ever
-# reached it (it was never ``cursor.reading``) is skipped: its unread bytes are
-# neither returned nor reported to ``discarded``, and its end is not raised even
-# when owed. While this is True the property tests skip the two checks that catch
-# that (stranded bytes, an owed end never raised) for such connections only; every
-# other rule is checked everywhere. Once Cursor is fixed the test_known_bug_* tests
-# XPASS (strict, so they fail): then set this to False and drop their markers.
 
 
 class FakeStream:

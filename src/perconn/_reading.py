@@ -29,7 +29,7 @@ from typing import Generic, Protocol, TypeVar
 
 from ._errors import ConnectionIOError
 
-__all__ = ["DEFAULT_LIMIT", "Cursor", "Frame", "exactly", "some", "until"]
+__all__ = ["DEFAULT_LIMIT", "Cursor", "Frame", "exactly", "some", "take", "until"]
 
 DEFAULT_LIMIT = 2**16
 """Bytes: the default bound of ``readuntil``, as for asyncio streams."""
@@ -49,6 +49,18 @@ class Stream(Protocol):
 
 
 S = TypeVar("S", bound=Stream)
+
+
+def take(buffer: bytearray, n: int) -> bytes:
+    """The first *n* bytes of *buffer*, removed from it; copied once (a slice of
+    a ``bytearray`` would be a second copy)."""
+    if n >= len(buffer):
+        data = bytes(buffer)
+        buffer.clear()
+        return data
+    data = bytes(memoryview(buffer)[:n])  # (the view is released at once: the del below may resize)
+    del buffer[:n]
+    return data
 
 
 def some(n: int) -> Frame:

@@ -166,7 +166,7 @@ class Conn(ConnBase[Connection, OnConnect]):
             try:
                 buf = link.buffer
                 while len(buf) < n and link.failure is None and link is self._link:
-                    await link.wait_data()
+                    await link.wait_data(n)
                 if len(buf) >= n:
                     if self._cursor.owed is link:  # Cursor.returned(), inline
                         self._cursor.owed = None

@@ -2,7 +2,8 @@
 :class:`asyncio.Protocol`), and the view of it an ``on_connect`` hook gets (:class:`Link`).
 
 A :class:`Connection` buffers what it receives (pausing the transport while
-twice :data:`perconn.DEFAULT_LIMIT` is unread) and tells the ``Conn`` the moment
+twice :data:`perconn.DEFAULT_LIMIT`, or what a waiting
+``readexactly`` needs, is unread) and tells the ``Conn`` the moment
 the transport reports the peer gone, so redialing starts even while nobody reads.
 """
 
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from .._base import LinkBase
 from .._errors import ConnectionIOError, peer_closed
-from .._reading import DEFAULT_LIMIT, Frame, exactly, some, until
+from .._reading import DEFAULT_LIMIT, Frame, exactly, some, take, until
 from .._sockopts import SockOpt
 from .._validate import check_bytes, check_count, check_separator, check_size, check_timeout, timed_out
 
@@ -45,6 +46,11 @@ async def within(aw: Awaitable[T], seconds: float | None, timeout: Callable[[], 
         raise error  # noqa: B904
 
 
+PAUSE_AT = 2 * DEFAULT_LIMIT
+"""Bytes buffered and unread above which the transport stops reading (as asyncio
+streams do), unless a reader waits for more."""
+
+
 class Connection(asyncio.Protocol):
     """One connection: its transport, what it received, and who waits on it."""
 
@@ -64,6 +70,8 @@ class Connection(asyncio.Protocol):
         self.installed = False  # handed to the Conn (after on_connect): it reports its end from then on
         self.proven = False  # it received bytes (the lifecycle was told)
         self._data_waiter: asyncio.Future[None] | None = None
+        self._want = 1  # bytes buffered in all before the reader is worth waking
+        self._pause_at = PAUSE_AT  # bytes buffered above which the transport pauses
         self._drain_waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self.paused = False
         self._read_paused = False
@@ -79,14 +87,16 @@ class Connection(asyncio.Protocol):
                 sock.setsockopt(level, option, value)
 
     def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        self._wake_reader()
+        buffer = self.buffer
+        buffer += data
+        if len(buffer) >= self._want:
+            self._wake_reader()
         if not self.proven:
             self.proven = True
             conn = self._conn()
             if conn is not None and self.installed:
                 conn._proved(self)
-        if len(self.buffer) > 2 * DEFAULT_LIMIT and not self._read_paused and self.transport is not None:
+        if len(buffer) > self._pause_at and not self._read_paused and self.transport is not None:
             self._read_paused = True
             self.transport.pause_reading()
 
@@ -138,16 +148,22 @@ class Connection(asyncio.Protocol):
         self._wake_reader()
         self.wake_writers()
 
-    async def wait_data(self) -> None:
-        """Wait until more bytes arrive or the connection ends."""
+    async def wait_data(self, want: int = 1) -> None:
+        """Wait until more bytes arrive, *want* bytes in all are buffered if
+        more than 1 (a bulk ``readexactly``: woken once, not per chunk, and the
+        transport is not paused below it), or the connection ends."""
         if self._read_paused and self.transport is not None:
             self._read_paused = False
             self.transport.resume_reading()
         self._data_waiter = self._loop.create_future()
+        if want > 1:
+            self._want = want
+            self._pause_at = max(PAUSE_AT, want)
         try:
             await self._data_waiter
         finally:
             self._data_waiter = None
+            self._want, self._pause_at = 1, PAUSE_AT
 
     async def drained(self) -> None:
         """Wait once for the transport's buffer to drop below its high-water mark,
@@ -157,8 +173,7 @@ class Connection(asyncio.Protocol):
         await waiter
 
     def take(self, n: int) -> bytes:
-        data = bytes(self.buffer[:n])
-        del self.buffer[:n]
+        data = take(self.buffer, n)
         if self._read_paused and len(self.buffer) <= DEFAULT_LIMIT and self.transport is not None:
             self._read_paused = False
             self.transport.resume_reading()

@@ -182,21 +182,22 @@ class Conn(ConnBase[Connection, OnConnect]):
         """
         link = self._link
         if timeout is None and link is not None and n.__class__ is int and n > 0 and not link.buffer:
-            # The hot path: one recv of the live connection, nothing buffered (else the general path below).
+            # The hot path: the live connection, nothing buffered (else the general path below): one
+            # recv for a small read; a bulk one joins its chunks once.
             self._rlock.acquire()
             try:
                 if link is self._link and not link.buffer and link.proven and self._cursor.reading is link:
                     try:
-                        data = link.sock.recv(n)
+                        data = link.sock.recv(n if n <= MAX_CHUNK else MAX_CHUNK)
                     except OSError as exc:
                         raise self._read_failed(link, exc)  # noqa: B904 (the cause is set inside)
-                    if len(data) == n:
-                        if self._cursor.owed is link:  # Cursor.returned(), inline
-                            self._cursor.owed = None
-                        return data
-                    if not data:
-                        raise self._read_failed(link, peer_closed())
-                    link.buffer += data  # the rest as below: these bytes are the first of it
+                    if len(data) < n:
+                        if not data:
+                            raise self._read_failed(link, peer_closed())
+                        data = self._recv_rest(link, data, n)
+                    if self._cursor.owed is link:  # Cursor.returned(), inline
+                        self._cursor.owed = None
+                    return data
             finally:
                 self._rlock.release()
         n = check_count("n", n)
@@ -461,6 +462,25 @@ class Conn(ConnBase[Connection, OnConnect]):
         if not link.proven:
             self._proved(link)
         return data
+
+    def _recv_rest(self, link: Connection, first: bytes, n: int) -> bytes:
+        """*first* and the bytes that follow it, *n* in all, joined once (a bulk
+        read costs one copy more than the kernel's, as ``recv`` and a join do).
+        The caller holds ``_rlock``; a failure hands back what came as ``partial``."""
+        chunks = [first]
+        got = len(first)
+        while got < n:
+            try:
+                more = link.sock.recv(n - got if n - got <= MAX_CHUNK else MAX_CHUNK)
+            except OSError as exc:
+                link.buffer += b"".join(chunks)
+                raise self._read_failed(link, exc, partial=True)  # noqa: B904 (the cause is set inside)
+            if not more:
+                link.buffer += b"".join(chunks)
+                raise self._read_failed(link, peer_closed(), partial=True)
+            chunks.append(more)
+            got += len(more)
+        return b"".join(chunks)
 
     def _send(self, link: Connection, view: bytes | memoryview, deadline: float | None, seconds: float | None) -> None:
         """Send all of *view* on *link*, after the rest of an earlier write (the

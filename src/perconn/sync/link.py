@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from .._base import LinkBase
 from .._errors import ConnectionIOError, peer_closed
-from .._reading import DEFAULT_LIMIT, Frame, exactly, some, until
+from .._reading import DEFAULT_LIMIT, Frame, exactly, some, take, until
 from .._validate import check_bytes, check_count, check_separator, check_size, check_timeout, timed_out
 from .dialer import wait_fd
 
@@ -93,9 +93,7 @@ class Connection:
         self.proven = False  # it received bytes (the lifecycle was told)
 
     def take(self, n: int) -> bytes:
-        data = bytes(self.buffer[:n])
-        del self.buffer[:n]
-        return data
+        return take(self.buffer, n)
 
     def recv(self, n: int, deadline: float | None) -> bytes | None:
         """1 to *n* bytes from the socket, ``b""`` at end of stream, or None if
