@@ -32,7 +32,7 @@ from collections.abc import Callable
 
 import perconn
 
-from . import echo, herd, scale
+from . import _proc, echo, herd, scale
 
 BULK = 1 << 20
 """Bytes a bulk round trip."""
@@ -74,46 +74,39 @@ def echo_rows(args: argparse.Namespace, summary: Summary, notes: list[str]) -> N
     """The echo benchmark, 64 bytes and bulk, pinned as ``--pin`` says (this
     process's CPUs are restored after, so the later benchmarks are not pinned)."""
     server_cpu, client_cpu = echo.placement(args.pin)
-    mask = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
     sizes = (64, BULK) if args.bulk else (64,)
-    try:
-        if client_cpu is not None:
-            os.sched_setaffinity(0, {client_cpu})
-        with echo.serving(echo.SERVER, cpu=server_cpu) as port:
-            for size in sizes:
-                rounds, seconds = args.rounds, args.echo_seconds
-                sync = echo.sync_rates(port, seconds, rounds, size)
-                aio = asyncio.run(echo.aio_rates(port, seconds, rounds, size))
-                what = f"{size}-byte echo round trips (pinned: {args.pin}; medians of {rounds} rounds of {seconds}s)"
-                echo.print_rows(f"{what}, sync:", sync)
-                echo.print_rows(f"{what}, asyncio:", aio)
-                ours = {row.name: row for row in (*sync, *aio)}
-                conn, aconn = ours["perconn.Conn"], ours["perconn.aio.Conn"]
-                label = "64-byte echo" if size == 64 else f"{size >> 20} MiB echo (bulk)"
-                if size == 64:
-                    summary.append(
-                        (
-                            f"{label} vs raw",
-                            ratio(conn, "raw socket"),
-                            ratio(aconn, "raw asyncio streams"),
-                            "aio >= 1.00, <= 1.00x CPU",
-                        )
+    with _proc.pinned(client_cpu), echo.serving(echo.SERVER, cpu=server_cpu) as port:
+        for size in sizes:
+            rounds, seconds = args.rounds, args.echo_seconds
+            sync = echo.sync_rates(port, seconds, rounds, size)
+            aio = asyncio.run(echo.aio_rates(port, seconds, rounds, size))
+            what = f"{size}-byte echo round trips (pinned: {args.pin}; medians of {rounds} rounds of {seconds}s)"
+            echo.print_rows(f"{what}, sync:", sync)
+            echo.print_rows(f"{what}, asyncio:", aio)
+            ours = {row.name: row for row in (*sync, *aio)}
+            conn, aconn = ours["perconn.Conn"], ours["perconn.aio.Conn"]
+            label = "64-byte echo" if size == 64 else f"{size >> 20} MiB echo (bulk)"
+            if size == 64:
+                summary.append(
+                    (
+                        f"{label} vs raw",
+                        ratio(conn, "raw socket"),
+                        ratio(aconn, "raw asyncio streams"),
+                        "aio >= 1.00, <= 1.00x CPU",
                     )
-                    summary.append(
-                        (
-                            f"{label} vs lean / Protocol",
-                            ratio(conn, "lean two-lock"),
-                            ratio(aconn, "raw asyncio Protocol"),
-                            ">= 0.98, <= 1.04x CPU / >= 0.96",
-                        )
+                )
+                summary.append(
+                    (
+                        f"{label} vs lean / Protocol",
+                        ratio(conn, "lean two-lock"),
+                        ratio(aconn, "raw asyncio Protocol"),
+                        ">= 0.98, <= 1.04x CPU / >= 0.96",
                     )
-                else:
-                    summary.append(
-                        (f"{label} vs raw", ratio(conn, "raw socket"), ratio(aconn, "raw asyncio streams"), ">= 0.95")
-                    )
-    finally:
-        if mask is not None:
-            os.sched_setaffinity(0, mask)
+                )
+            else:
+                summary.append(
+                    (f"{label} vs raw", ratio(conn, "raw socket"), ratio(aconn, "raw asyncio streams"), ">= 0.95")
+                )
 
 
 SCALE_ROWS = {
@@ -227,7 +220,7 @@ def main() -> None:
         "--only", action="append", choices=("echo", "scale", "herd"), help="run only these (repeatable)"
     )
     args = parser.parse_args()
-    signal.signal(signal.SIGTERM, scale.stop)
+    signal.signal(signal.SIGTERM, _proc.stop)
     only = set(args.only or ("echo", "scale", "herd"))
     begun = time.monotonic()
     summary: Summary = []
@@ -251,8 +244,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the child processes are gone already
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+    _proc.main(main)

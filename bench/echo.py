@@ -51,10 +51,15 @@ import tempfile
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import perconn
 import perconn.aio
+
+if TYPE_CHECKING or __package__:  # part of the bench package (python -m bench; mypy checks this one)
+    from . import _proc
+else:  # run as a script (python bench/echo.py): bench/ is sys.path[0]
+    import _proc
 
 PAYLOAD = b"x" * 64
 
@@ -393,8 +398,7 @@ def serving(source: str, *args: str, cpu: int | None = None) -> Iterator[int]:
     server = subprocess.Popen([sys.executable, "-c", source, *args], stdout=subprocess.PIPE, text=True)
     assert server.stdout is not None
     try:
-        if cpu is not None:
-            os.sched_setaffinity(server.pid, {cpu})
+        _proc.pin(cpu, server.pid)
         yield int(server.stdout.readline())
     finally:
         server.kill()
@@ -440,8 +444,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     server_cpu, client_cpu = placement(args.pin)
-    if client_cpu is not None:
-        os.sched_setaffinity(0, {client_cpu})
+    _proc.pin(client_cpu)
     print(f"pinned: {args.pin} (server CPU {server_cpu}, client CPU {client_cpu}); {os.cpu_count()} CPUs")
     tool = certificate_tool() if args.only in ("all", "tls") else None
     if args.only == "tls" and tool is None:

@@ -39,19 +39,21 @@ import contextlib
 import json
 import math
 import os
-import random
-import resource
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import IO
+from typing import IO, TYPE_CHECKING, Any
 
 import perconn
+
+if TYPE_CHECKING or __package__:  # part of the bench package (python -m bench; mypy checks this one)
+    from . import _proc
+else:  # run as a script (python bench/herd.py): bench/ is sys.path[0]
+    import _proc
 
 BUCKET = 0.05
 """Seconds: the width of one bucket of accepts."""
@@ -159,13 +161,7 @@ class Server:
         self.proc.wait()
 
     def stop(self) -> None:
-        with contextlib.suppress(OSError):
-            self.stdin.close()
-        try:
-            self.proc.wait(2)
-        except subprocess.TimeoutExpired:
-            self.kill()
-        self.stdout.close()
+        _proc.stop_server(self.proc)
 
 
 @contextlib.contextmanager
@@ -178,32 +174,6 @@ def servers() -> Iterator[tuple[Server, Server]]:
         first.kill()
         first.stop()
         second.stop()
-
-
-def spare_port() -> int:
-    """A free port of 127.0.0.1 below the kernel's ephemeral range: no other
-    program's ``bind(0)`` or outgoing connection takes it by chance while the
-    bench is not listening on it (a server down, a port meant to refuse)."""
-    low = 32768
-    with contextlib.suppress(OSError, ValueError, IndexError), open("/proc/sys/net/ipv4/ip_local_port_range") as f:
-        low = int(f.read().split()[0])
-    if low > 4096:
-        pick = random.Random()
-        for _ in range(200):
-            port = pick.randrange(low // 2, low)
-            with socket.socket() as sock:
-                try:
-                    sock.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                return port
-    with socket.socket() as sock:  # no room below the range: any free port
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def emit(**values: object) -> None:
-    print(json.dumps(values), flush=True)
 
 
 @dataclass
@@ -263,7 +233,7 @@ def sync_child(plan: Plan) -> None:
                 continue  # dropped: wait for the next connection
 
     with servers() as (first, second):
-        first.listen(spare_port())
+        first.listen(_proc.spare_port())
         port, _ = first.listening()
         conns = [
             perconn.connect(f"127.0.0.1:{port}", retry_min=plan.retry_min, retry_max=plan.retry_max, jitter=plan.jitter)
@@ -271,7 +241,7 @@ def sync_child(plan: Plan) -> None:
         ]
         try:
             up = poll_until(lambda: all(c.connected for c in conns), time.monotonic() + plan.timeout / 4)
-            emit(connected=sum(c.connected for c in conns), up=up)
+            _proc.emit(connected=sum(c.connected for c in conns), up=up)
             readers = [threading.Thread(target=reader, args=(c,), daemon=True) for c in conns]
             for r in readers:
                 r.start()
@@ -281,7 +251,7 @@ def sync_child(plan: Plan) -> None:
             first.kill()
             _, listening = second.listening()
             poll_until(lambda: all(c.generation >= 2 for c in conns), listening + plan.wait_back())
-            emit(
+            _proc.emit(
                 killed=killed,
                 listening=listening,
                 accepts=second.accepts(),
@@ -303,7 +273,7 @@ async def aio_child(plan: Plan) -> None:
         return True
 
     with servers() as (first, second):
-        first.listen(spare_port())
+        first.listen(_proc.spare_port())
         port, _ = first.listening()
         conns = [
             perconn.aio.connect(
@@ -313,14 +283,14 @@ async def aio_child(plan: Plan) -> None:
         ]
         try:
             up = await until(lambda: all(c.connected for c in conns), time.monotonic() + plan.timeout / 4)
-            emit(connected=sum(c.connected for c in conns), up=up)
+            _proc.emit(connected=sum(c.connected for c in conns), up=up)
             await asyncio.sleep(SETTLE)
             killed = time.monotonic()
             second.listen(port, killed + plan.down)
             first.kill()
             _, listening = await asyncio.to_thread(second.listening)
             await until(lambda: all(c.generation >= 2 for c in conns), listening + plan.wait_back())
-            emit(
+            _proc.emit(
                 killed=killed,
                 listening=listening,
                 accepts=second.accepts(),
@@ -332,20 +302,15 @@ async def aio_child(plan: Plan) -> None:
 
 
 def child_main(args: argparse.Namespace) -> None:
-    signal.alarm(math.ceil(args.timeout) + 10)  # the backstop, should the parent be gone (servers end with us)
-    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    plan = Plan(args.conns, args.jitter == "on", args.down, args.retry_min, args.retry_max, args.timeout)
-    try:
+    def work() -> None:
+        _proc.raise_fd_limit()
+        plan = Plan(args.conns, args.jitter == "on", args.down, args.retry_min, args.retry_max, args.timeout)
         if args.child == "sync":
             sync_child(plan)
         else:
             asyncio.run(aio_child(plan))
-    except BaseException as exc:
-        emit(error=f"{type(exc).__name__}: {exc}")
-    finally:
-        sys.stdout.flush()
-        os._exit(0)
+
+    _proc.as_child(args.timeout, work)
 
 
 # -- the parent ---------------------------------------------------------------------------
@@ -391,40 +356,26 @@ class Herd:
 def run_one(front: str, jitter: bool, args: argparse.Namespace) -> Herd:
     """One restart, in a process of its own killed (with its servers) after ``args.timeout``."""
     herd = Herd(front, jitter, args.conns)
-    command = [
-        *(sys.executable, os.path.abspath(__file__), "--child", front, "--jitter", "on" if jitter else "off"),
+    options = [
+        *("--child", front, "--jitter", "on" if jitter else "off"),
         *("--conns", str(args.conns), "--down", str(args.down), "--timeout", str(args.timeout)),
         *("--retry-min", str(args.retry_min), "--retry-max", str(args.retry_max)),
     ]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        out, _ = proc.communicate(timeout=args.timeout)
-    except subprocess.TimeoutExpired:
+    reports: list[dict[str, Any]] = []
+    if _proc.run_child(__file__, options, args.timeout, reports.append):
         herd.problem = f"killed after {args.timeout:g} s (hard timeout)"
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)  # the child's own session: it and its servers
-        out, _ = proc.communicate()
-    finally:  # this process was interrupted: the child and its servers go too
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    for line in out.splitlines():
-        with contextlib.suppress(ValueError):
-            got = json.loads(line)
-            if not isinstance(got, dict):
-                continue
-            if "error" in got:
-                herd.problem = str(got["error"])
-            if got.get("up") is False:
-                herd.problem = f"only {got.get('connected')} of {args.conns} connected before the restart"
-            if "accepts" in got:
-                listening = float(got["listening"])
-                herd.killed = float(got["killed"]) - listening
-                if got.get("stuck"):
-                    herd.problem = f"not back: {got['stuck']}"
-                herd.accepts = [float(t) - listening for t in got["accepts"]]
-                herd.connected = [float(t) - listening for t in got["connected"]]
+    for got in reports:
+        if "error" in got:
+            herd.problem = str(got["error"])
+        if got.get("up") is False:
+            herd.problem = f"only {got.get('connected')} of {args.conns} connected before the restart"
+        if "accepts" in got:
+            listening = float(got["listening"])
+            herd.killed = float(got["killed"]) - listening
+            if got.get("stuck"):
+                herd.problem = f"not back: {got['stuck']}"
+            herd.accepts = [float(t) - listening for t in got["accepts"]]
+            herd.connected = [float(t) - listening for t in got["connected"]]
     return herd
 
 
@@ -511,11 +462,6 @@ def plot(args: argparse.Namespace, herds: Sequence[Herd], path: str) -> str:
     return f"plot: {path}"
 
 
-def stop(signum: int, frame: object) -> None:
-    """SIGTERM: unwind like Ctrl-C, so the child process in flight is killed too."""
-    raise KeyboardInterrupt
-
-
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--conns", type=int, default=1000)
@@ -535,7 +481,7 @@ def main() -> None:
     if args.child:
         child_main(args)
         return
-    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGTERM, _proc.stop)
     herds = run(args)
     print(table(args, herds))
     if args.plot:
@@ -543,8 +489,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the child processes are gone already
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+    _proc.main(main)

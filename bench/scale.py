@@ -55,11 +55,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
-import math
 import os
-import random
-import resource
 import signal
 import socket
 import statistics
@@ -69,6 +65,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING or __package__:  # part of the bench package (python -m bench; mypy checks this one)
+    from . import _proc
+else:  # run as a script (python bench/scale.py): bench/ is sys.path[0]
+    import _proc
 
 WARMUP = 1.0
 """Seconds between the last ``Conn`` made and the window: longer than the ramp
@@ -137,11 +139,6 @@ its argument is the file-descriptor limit it needs. Exits when its stdin closes.
 # -- measuring, in the child process -----------------------------------------------
 
 
-def emit(**values: float | str) -> None:
-    """Report figures to the parent, one JSON object a line, at once."""
-    print(json.dumps(values), flush=True)
-
-
 def proc_status(field_name: str) -> int:
     """An integer field of ``/proc/self/status`` (``Threads``, ``VmRSS`` in kB); 0 if absent."""
     with contextlib.suppress(OSError), open("/proc/self/status") as status:
@@ -155,40 +152,6 @@ def cpu_seconds() -> float:
     """CPU time (user + system) of this process, all its threads."""
     t = os.times()
     return t.user + t.system
-
-
-def raise_fd_limit(want: int) -> int:
-    """Raise RLIMIT_NOFILE to *want* if allowed (root may raise the hard limit),
-    else the soft limit to the hard one; the soft limit in force."""
-    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    target = max(want, hard) if hard != resource.RLIM_INFINITY else hard
-    try:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, target))
-    except (ValueError, OSError):
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-
-
-def spare_port() -> int:
-    """A free port of 127.0.0.1 below the kernel's ephemeral range: no other
-    program's ``bind(0)`` or outgoing connection takes it by chance while the
-    bench is not listening on it (a server down, a port meant to refuse)."""
-    low = 32768
-    with contextlib.suppress(OSError, ValueError, IndexError), open("/proc/sys/net/ipv4/ip_local_port_range") as f:
-        low = int(f.read().split()[0])
-    if low > 4096:
-        pick = random.Random()
-        for _ in range(200):
-            port = pick.randrange(low // 2, low)
-            with socket.socket() as sock:
-                try:
-                    sock.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                return port
-    with socket.socket() as sock:  # no room below the range: any free port
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def lateness(samples: list[float], prefix: str) -> dict[str, float]:
@@ -264,7 +227,7 @@ async def aio_raw_floor(port: int) -> float:
 def sync_dialing(c: Child) -> None:
     import perconn
 
-    emit(raw_dial=sync_raw_floor(c.port))
+    _proc.emit(raw_dial=sync_raw_floor(c.port))
     rss0 = proc_status("VmRSS")
     conns: list[perconn.Conn] = []
     made = time.monotonic()
@@ -273,11 +236,11 @@ def sync_dialing(c: Child) -> None:
     for _ in range(c.conns):
         conns.append(perconn.connect(f"127.0.0.1:{c.port}", retry_min=c.retry_min, retry_max=c.retry_max))
         if tick():
-            emit(created=len(conns), create_s=time.monotonic() - made, threads=threading.active_count())
+            _proc.emit(created=len(conns), create_s=time.monotonic() - made, threads=threading.active_count())
         if time.monotonic() > create_by:
-            emit(overran=f"making the Conns: stopped at {len(conns)}, measured those")
+            _proc.emit(overran=f"making the Conns: stopped at {len(conns)}, measured those")
             break
-    emit(created=len(conns), create_s=time.monotonic() - made)
+    _proc.emit(created=len(conns), create_s=time.monotonic() - made)
     time.sleep(WARMUP)
 
     def failures() -> tuple[float, int]:
@@ -292,10 +255,10 @@ def sync_dialing(c: Child) -> None:
     while (now := time.monotonic()) < end:
         time.sleep(0.1)
         late.append(time.monotonic() - now - 0.1)
-        emit(late=late[-1], window_cpu=cpu_seconds() - cpu0, window_so_far=time.monotonic() - t0)
+        _proc.emit(late=late[-1], window_cpu=cpu_seconds() - cpu0, window_so_far=time.monotonic() - t0)
     cpu1 = cpu_seconds()
     t1, f1 = failures()
-    emit(
+    _proc.emit(
         window_s=t1 - t0,
         cpu_per_s=(cpu1 - cpu0) / (t1 - t0),
         failures=f1 - f0,
@@ -309,22 +272,22 @@ def sync_dialing(c: Child) -> None:
         begun = time.perf_counter()
         conn.close()
         closes.append(time.perf_counter() - begun)
-        emit(close_one=closes[-1])
+        _proc.emit(close_one=closes[-1])
         time.sleep(0.05)
-    emit(close_one_p50=statistics.median(closes), close_one_max=max(closes))
+    _proc.emit(close_one_p50=statistics.median(closes), close_one_max=max(closes))
     close_by, tick = c.budget(0.25), Every(PROGRESS)
     begun, closed = time.perf_counter(), 0
     for conn in conns:
         conn.close()
         closed += 1
         if tick():
-            emit(closed=closed, close_all_s=time.perf_counter() - begun)
+            _proc.emit(closed=closed, close_all_s=time.perf_counter() - begun)
         if time.monotonic() > close_by:
-            emit(closed=closed, close_all_s=time.perf_counter() - begun, overran="closing them all")
+            _proc.emit(closed=closed, close_all_s=time.perf_counter() - begun, overran="closing them all")
             return
-    emit(closed=closed, close_all_s=time.perf_counter() - begun)
+    _proc.emit(closed=closed, close_all_s=time.perf_counter() - begun)
     time.sleep(0.5)
-    emit(threads_after=threading.active_count())
+    _proc.emit(threads_after=threading.active_count())
 
 
 def sync_idle(c: Child) -> None:
@@ -335,15 +298,15 @@ def sync_idle(c: Child) -> None:
     conns = [
         perconn.connect(f"127.0.0.1:{c.port}", retry_min=c.retry_min, retry_max=c.retry_max) for _ in range(c.conns)
     ]
-    emit(created=len(conns), create_s=time.monotonic() - made)
+    _proc.emit(created=len(conns), create_s=time.monotonic() - made)
     connect_by = c.budget(0.5)
     while (up := sum(conn.connected for conn in conns)) < len(conns):
-        emit(connected=up, connect_s=time.monotonic() - made)
+        _proc.emit(connected=up, connect_s=time.monotonic() - made)
         if time.monotonic() > connect_by:
-            emit(overran="connecting them")
+            _proc.emit(overran="connecting them")
             break
         time.sleep(0.1)
-    emit(connected=up, connect_s=time.monotonic() - made)
+    _proc.emit(connected=up, connect_s=time.monotonic() - made)
     time.sleep(0.5)
     cpu0, t0 = cpu_seconds(), time.monotonic()
     time.sleep(c.idle_seconds)
@@ -353,16 +316,16 @@ def sync_idle(c: Child) -> None:
     for i, conn in enumerate(conns):
         conn.close()
         if time.monotonic() > close_by:
-            emit(closed=i + 1, close_all_s=time.perf_counter() - begun, overran="closing them all")
+            _proc.emit(closed=i + 1, close_all_s=time.perf_counter() - begun, overran="closing them all")
             return
-    emit(closed=len(conns), close_all_s=time.perf_counter() - begun)
+    _proc.emit(closed=len(conns), close_all_s=time.perf_counter() - begun)
 
 
 def idle_report(c: Child, cpu0: float, t0: float, rss0: int) -> None:
     """Report an idle spell begun at *t0* (monotonic) with *cpu0* CPU seconds used:
     CPU-s/s, threads, RSS per ``Conn`` (*rss0*: kB before they were made)."""
     elapsed = time.monotonic() - t0
-    emit(
+    _proc.emit(
         idle_cpu_per_s=(cpu_seconds() - cpu0) / elapsed,
         threads=threading.active_count(),
         os_threads=proc_status("Threads"),
@@ -373,13 +336,13 @@ def idle_report(c: Child, cpu0: float, t0: float, rss0: int) -> None:
 async def aio_dialing(c: Child) -> None:
     import perconn.aio
 
-    emit(raw_dial=await aio_raw_floor(c.port))
+    _proc.emit(raw_dial=await aio_raw_floor(c.port))
     rss0 = proc_status("VmRSS")
     conns: list[perconn.aio.Conn] = []
     made = time.monotonic()
     for _ in range(c.conns):
         conns.append(perconn.aio.connect(f"127.0.0.1:{c.port}", retry_min=c.retry_min, retry_max=c.retry_max))
-    emit(created=len(conns), create_s=time.monotonic() - made)
+    _proc.emit(created=len(conns), create_s=time.monotonic() - made)
     await asyncio.sleep(WARMUP)
 
     def failures() -> tuple[float, int]:
@@ -392,10 +355,10 @@ async def aio_dialing(c: Child) -> None:
     while (now := time.monotonic()) < end:
         await asyncio.sleep(0.1)
         late.append(time.monotonic() - now - 0.1)
-        emit(late=late[-1], window_cpu=cpu_seconds() - cpu0, window_so_far=time.monotonic() - t0)
+        _proc.emit(late=late[-1], window_cpu=cpu_seconds() - cpu0, window_so_far=time.monotonic() - t0)
     cpu1 = cpu_seconds()
     t1, f1 = failures()
-    emit(
+    _proc.emit(
         window_s=t1 - t0,
         cpu_per_s=(cpu1 - cpu0) / (t1 - t0),
         failures=f1 - f0,
@@ -409,22 +372,22 @@ async def aio_dialing(c: Child) -> None:
         begun = time.perf_counter()
         await conn.close()
         closes.append(time.perf_counter() - begun)
-        emit(close_one=closes[-1])
+        _proc.emit(close_one=closes[-1])
         await asyncio.sleep(0.05)
-    emit(close_one_p50=statistics.median(closes), close_one_max=max(closes))
+    _proc.emit(close_one_p50=statistics.median(closes), close_one_max=max(closes))
     close_by, tick = c.budget(0.25), Every(PROGRESS)
     begun, closed = time.perf_counter(), 0
     for conn in conns:
         await conn.close()
         closed += 1
         if tick():
-            emit(closed=closed, close_all_s=time.perf_counter() - begun)
+            _proc.emit(closed=closed, close_all_s=time.perf_counter() - begun)
         if time.monotonic() > close_by:
-            emit(closed=closed, close_all_s=time.perf_counter() - begun, overran="closing them all")
+            _proc.emit(closed=closed, close_all_s=time.perf_counter() - begun, overran="closing them all")
             return
-    emit(closed=closed, close_all_s=time.perf_counter() - begun)
+    _proc.emit(closed=closed, close_all_s=time.perf_counter() - begun)
     await asyncio.sleep(0.5)
-    emit(tasks_after=len(asyncio.all_tasks()) - 1)
+    _proc.emit(tasks_after=len(asyncio.all_tasks()) - 1)
 
 
 async def aio_idle(c: Child) -> None:
@@ -435,15 +398,15 @@ async def aio_idle(c: Child) -> None:
     conns = [
         perconn.aio.connect(f"127.0.0.1:{c.port}", retry_min=c.retry_min, retry_max=c.retry_max) for _ in range(c.conns)
     ]
-    emit(created=len(conns), create_s=time.monotonic() - made)
+    _proc.emit(created=len(conns), create_s=time.monotonic() - made)
     connect_by = c.budget(0.5)
     while (up := sum(conn.connected for conn in conns)) < len(conns):
-        emit(connected=up, connect_s=time.monotonic() - made)
+        _proc.emit(connected=up, connect_s=time.monotonic() - made)
         if time.monotonic() > connect_by:
-            emit(overran="connecting them")
+            _proc.emit(overran="connecting them")
             break
         await asyncio.sleep(0.1)
-    emit(connected=up, connect_s=time.monotonic() - made)
+    _proc.emit(connected=up, connect_s=time.monotonic() - made)
     await asyncio.sleep(0.5)
     cpu0, t0 = cpu_seconds(), time.monotonic()
     await asyncio.sleep(c.idle_seconds)
@@ -453,9 +416,9 @@ async def aio_idle(c: Child) -> None:
     for i, conn in enumerate(conns):
         await conn.close()
         if time.monotonic() > close_by:
-            emit(closed=i + 1, close_all_s=time.perf_counter() - begun, overran="closing them all")
+            _proc.emit(closed=i + 1, close_all_s=time.perf_counter() - begun, overran="closing them all")
             return
-    emit(closed=len(conns), close_all_s=time.perf_counter() - begun)
+    _proc.emit(closed=len(conns), close_all_s=time.perf_counter() - begun)
 
 
 def child_main(args: argparse.Namespace) -> None:
@@ -463,22 +426,19 @@ def child_main(args: argparse.Namespace) -> None:
     after (threads or tasks left behind by a scenario that overran die with us)."""
     import perconn
 
-    signal.alarm(math.ceil(args.timeout) + 10)  # the backstop, should the parent be gone
-    fds = raise_fd_limit(4 * args.conns + 256)
-    emit(fd_limit=fds, perconn=os.path.dirname(perconn.__file__))
-    c = Child(
-        args.child, args.conns, args.retry_min, args.retry_max, args.seconds, args.idle_seconds, args.timeout, args.port
-    )
-    try:
+    def work() -> None:
+        fds = _proc.raise_fd_limit(4 * args.conns + 256)
+        _proc.emit(fd_limit=fds, perconn=os.path.dirname(perconn.__file__))
+        c = Child(
+            *(args.child, args.conns, args.retry_min, args.retry_max),
+            *(args.seconds, args.idle_seconds, args.timeout, args.port),
+        )
         if args.child == "sync":
             (sync_dialing if args.scenario == "dialing" else sync_idle)(c)
         else:
             asyncio.run(aio_dialing(c) if args.scenario == "dialing" else aio_idle(c))
-    except BaseException as exc:
-        emit(error=f"{type(exc).__name__}: {exc}")
-    finally:
-        sys.stdout.flush()
-        os._exit(0)
+
+    _proc.as_child(args.timeout, work)
 
 
 # -- running the children, in the parent ---------------------------------------------
@@ -498,22 +458,19 @@ class Outcome:
     killed: bool = False
     elapsed: float = 0.0
 
-    def take(self, line: str) -> None:
-        with contextlib.suppress(ValueError):
-            got = json.loads(line)
-            if not isinstance(got, dict):
-                return
-            for key, value in got.items():
-                if key == "late" and isinstance(value, float):
-                    self.late.append(value)
-                elif key == "close_one" and isinstance(value, float):
-                    self.closes.append(value)
-                elif isinstance(value, bool):
-                    continue
-                elif isinstance(value, int | float):
-                    self.values[key] = float(value)
-                elif isinstance(value, str):
-                    self.notes[key] = value
+    def take(self, got: dict[str, Any]) -> None:
+        """Take in one report of the child's."""
+        for key, value in got.items():
+            if key == "late" and isinstance(value, float):
+                self.late.append(value)
+            elif key == "close_one" and isinstance(value, float):
+                self.closes.append(value)
+            elif isinstance(value, bool):
+                continue
+            elif isinstance(value, int | float):
+                self.values[key] = float(value)
+            elif isinstance(value, str):
+                self.notes[key] = value
 
     @property
     def overran(self) -> str | None:
@@ -562,14 +519,7 @@ def server(conns: int) -> Iterator[int]:
     try:
         yield int(proc.stdout.readline())
     finally:
-        with contextlib.suppress(OSError):
-            proc.stdin.close()
-        try:
-            proc.wait(2)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()
+        _proc.stop_server(proc)
 
 
 def run_child(front: str, scenario: str, args: argparse.Namespace, port: int) -> Outcome:
@@ -577,33 +527,13 @@ def run_child(front: str, scenario: str, args: argparse.Namespace, port: int) ->
     everything it started) after ``args.timeout`` seconds."""
     out = Outcome(front, scenario)
     out.values["wanted"] = args.conns
-    command = [
-        *(sys.executable, os.path.abspath(__file__), "--child", front, "--scenario", scenario, "--port", str(port)),
+    options = [
+        *("--child", front, "--scenario", scenario, "--port", str(port)),
         *("--conns", str(args.conns), "--retry-min", str(args.retry_min), "--retry-max", str(args.retry_max)),
         *("--seconds", str(args.seconds), "--idle-seconds", str(args.idle_seconds), "--timeout", str(args.timeout)),
     ]
     begun = time.monotonic()
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, start_new_session=True)
-    assert proc.stdout is not None
-    stdout = proc.stdout
-
-    def read() -> None:
-        for line in stdout:
-            out.take(line)
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    try:
-        proc.wait(args.timeout)
-    except subprocess.TimeoutExpired:
-        out.killed = True
-    finally:  # timed out, or this process was interrupted: the child goes too
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)  # the child's own session: it and nothing else
-            proc.wait()
-        reader.join(5)
-        stdout.close()
+    out.killed = _proc.run_child(__file__, options, args.timeout, out.take)
     out.elapsed = time.monotonic() - begun
     out.settle()
     return out
@@ -621,7 +551,7 @@ def run(args: argparse.Namespace, log: Callable[[str], None] = print) -> list[Ou
                 with server(args.conns) as port:
                     outcomes.append(run_child(front, scenario, args, port))
             else:
-                outcomes.append(run_child(front, scenario, args, spare_port()))
+                outcomes.append(run_child(front, scenario, args, _proc.spare_port()))
     return outcomes
 
 
@@ -761,11 +691,6 @@ def table(args: argparse.Namespace, outcomes: list[Outcome]) -> str:
     return "\n".join(lines)
 
 
-def stop(signum: int, frame: object) -> None:
-    """SIGTERM: unwind like Ctrl-C, so the child process in flight is killed too."""
-    raise KeyboardInterrupt
-
-
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--conns", type=int, default=10000, help="Conns per scenario (default 10000)")
@@ -786,7 +711,7 @@ def main() -> None:
     if args.child:
         child_main(args)
         return
-    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGTERM, _proc.stop)
     if args.conns < 1 or args.seconds <= 0 or args.timeout <= 0:
         parser().error("--conns, --seconds and --timeout must be positive")
     import perconn
@@ -797,8 +722,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the child processes are gone already
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+    _proc.main(main)

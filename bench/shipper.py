@@ -43,10 +43,16 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import perconn
 import perconn.aio
 from perconn._cli import parse_size
+
+if TYPE_CHECKING or __package__:  # part of the bench package (python -m bench; mypy checks this one)
+    from . import _proc
+else:  # run as a script (python bench/shipper.py): bench/ is sys.path[0]
+    import _proc
 
 LINE = b"%09d " + b"x" * 89 + b"\n"
 """A 100-byte line: its number, then padding (``LINE % n``)."""
@@ -114,6 +120,8 @@ while True:
                 elif command == b"start":
                     listen()
                 print(lines, torn, accepts, flush=True)
+        elif sock is not listener and sock not in clients:
+            continue  # closed by a "stop" handled in this same pass
         elif sock is listener:
             try:
                 client, _ = listener.accept()
@@ -174,13 +182,7 @@ class Sink:
         return last
 
     def close(self) -> None:
-        self._in.close()
-        try:
-            self._proc.wait(5)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
-        self._out.close()
+        _proc.stop_server(self._proc, 5)
 
 
 @contextlib.contextmanager
@@ -203,6 +205,7 @@ class Outage:
         self.marks = [0.0, 0.0, 0.0, 0.0]
         self._seconds = seconds
         self._outage = outage
+        self.error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="outage", daemon=True)
 
     def start(self) -> None:
@@ -212,17 +215,23 @@ class Outage:
     def _run(self) -> None:
         start = self.marks[0]
         down_at = start + (self._seconds - self._outage) / 2
-        time.sleep(max(0.0, down_at - time.perf_counter()))
-        self.server.command("stop")
-        self.marks[1], self.phase = time.perf_counter(), 1
-        time.sleep(max(0.0, down_at + self._outage - time.perf_counter()))
-        self.server.command("start")
-        self.marks[2], self.phase = time.perf_counter(), 2
-        time.sleep(max(0.0, start + self._seconds - time.perf_counter()))
-        self.marks[3], self.phase = time.perf_counter(), 3
+        try:
+            time.sleep(max(0.0, down_at - time.perf_counter()))
+            self.server.command("stop")
+            self.marks[1], self.phase = time.perf_counter(), 1
+            time.sleep(max(0.0, down_at + self._outage - time.perf_counter()))
+            self.server.command("start")
+            self.marks[2], self.phase = time.perf_counter(), 2
+            time.sleep(max(0.0, start + self._seconds - time.perf_counter()))
+        except BaseException as exc:  # the sink died: end the run (the writers stop at phase 3), then say why
+            self.error = exc
+        finally:
+            self.marks[3], self.phase = time.perf_counter(), 3
 
     def join(self) -> None:
         self._thread.join()
+        if self.error is not None:
+            raise RuntimeError("the sink failed during the run") from self.error
 
 
 @dataclass
