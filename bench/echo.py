@@ -3,10 +3,12 @@
 Starts one loopback echo server in a separate process (so it does not compete
 for this process's GIL), then alternates rounds of:
 
-- ``raw socket``: a blocking ``socket.socket``, ``sendall`` + ``recv``;
-- ``perconn.Conn``: ``write`` + ``read`` on a connected ``Conn``;
-- ``raw asyncio``: ``asyncio.open_connection`` streams, ``write``/``drain`` + ``read``;
-- ``perconn.aio.Conn``: ``await write`` + ``await read``;
+- ``raw socket``: a blocking ``socket.socket``, ``sendall`` + ``recv`` until
+  the whole echo is there (its chunks joined once into ``bytes``, as every
+  contender returns them: :func:`recv_exactly`);
+- ``perconn.Conn``: ``write`` + ``readexactly`` on a connected ``Conn``;
+- ``raw asyncio``: ``asyncio.open_connection`` streams, ``write``/``drain`` + ``readexactly``;
+- ``perconn.aio.Conn``: ``await write`` + ``await readexactly``;
 
 and prints the median rates and the median of the per-round ratios
 perconn/raw (each round measures both back to back, in alternating order, so
@@ -197,13 +199,25 @@ class Lean:
 
     def readexactly(self, n: int) -> bytes:
         with self.rlock:
-            data = self.sock.recv(n)
-            while len(data) < n:
-                more = self.sock.recv(n - len(data))
-                if not more:
-                    raise EOFError
-                data += more
-            return data
+            return recv_exactly(self.sock, n)
+
+
+def recv_exactly(sock: socket.socket, n: int) -> bytes:
+    """*n* bytes from *sock*: one ``recv`` when they are there, else the chunks
+    joined once (as a careful raw client does: ``+=`` would copy them again and
+    again, and a bulk read would measure that)."""
+    data = sock.recv(n)
+    if len(data) == n:
+        return data
+    chunks = [data]
+    got = len(data)
+    while got < n:
+        more = sock.recv(n - got)
+        if not more:
+            raise EOFError
+        chunks.append(more)
+        got += len(more)
+    return b"".join(chunks)
 
 
 def dial(port: int, tls: ssl.SSLContext | None) -> socket.socket:
@@ -223,9 +237,7 @@ def sync_rates(port: int, seconds: float, rounds: int, size: int, tls: ssl.SSLCo
 
     def raw_step() -> None:
         raw.sendall(payload)
-        got = len(raw.recv(size))
-        while got < size:
-            got += len(raw.recv(size - got))
+        recv_exactly(raw, size)
 
     def lean_step() -> None:
         lean.write(payload)
@@ -272,7 +284,7 @@ class EchoProtocol(asyncio.Protocol):
             self.waiter = asyncio.get_running_loop().create_future()
             await self.waiter
             self.waiter = None
-        data = bytes(self.buffer[:n])
+        data = bytes(memoryview(self.buffer)[:n])  # one copy (a slice of the bytearray would be two)
         del self.buffer[:n]
         return data
 
