@@ -29,7 +29,7 @@ class Cli:
     def __init__(self, args: list[str], cwd: Path, stdout: int = subprocess.PIPE) -> None:
         self.args = args
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "perconn", *args],
+            [sys.executable, "-X", "faulthandler", "-m", "perconn", *args],
             stdin=subprocess.PIPE,
             stdout=stdout,
             stderr=subprocess.PIPE,
@@ -85,7 +85,14 @@ class Cli:
 
     def wait(self, timeout: float = 10.0) -> int:
         """The exit status, once the process ended and its output was all collected."""
-        status = self.proc.wait(scaled(timeout))
+        try:
+            status = self.proc.wait(scaled(timeout))
+        except subprocess.TimeoutExpired:  # make it say where it hangs (faulthandler: every thread's stack)
+            self.proc.send_signal(signal.SIGABRT)
+            self.proc.wait(scaled(5))
+            for thread in self._threads:
+                thread.join(scaled(5))
+            raise AssertionError(f"still running after {timeout} s:\n{self.errors}") from None
         for thread in self._threads:
             thread.join(scaled(5))
         return status
@@ -372,30 +379,21 @@ def test_ctrl_c_exits_at_once_discarding_what_is_queued(cli: Callable[..., Cli],
     assert_clean(run.errors)
 
 
-def blocked_signals(pid: int, tid: int) -> set[int]:
-    """The signals thread *tid* of process *pid* blocks (``SigBlk`` of its status)."""
-    status = Path(f"/proc/{pid}/task/{tid}/status").read_text()
-    mask = int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigBlk:")), 16)
-    return {signum for signum in range(1, 65) if mask >> (signum - 1) & 1}
-
-
-@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs /proc (Linux)")
-def test_only_the_main_thread_takes_ctrl_c(cli: Callable[..., Cli], make_server: Callable[..., Server]) -> None:
-    # The kernel delivers a process's signal to any thread that does not block
-    # it, and only in the main thread does it interrupt the wait: a SIGINT taken
-    # by the pump, the forward or the dialer thread went unnoticed (seen 1 in ~40).
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_the_moment_it_is_connected_is_never_missed(
+    cli: Callable[..., Cli], make_server: Callable[..., Server], signum: int
+) -> None:
+    # The signal lands while the main thread still starts the threads, is about
+    # to wait, or on another thread: a lock's wait missed such a signal about 1
+    # run in 40 under load, and a KeyboardInterrupt raised inside Thread.start()
+    # broke its lock (RuntimeError, status 1).
     echo = make_server("echo")
-    run = cli(echo.address)
-    run.send(b"ping\n")
-    run.wait_stdout(b"ping\n")
-    pid = run.proc.pid
-    others = [int(tid) for tid in os.listdir(f"/proc/{pid}/task") if int(tid) != pid]
-    assert len(others) >= 2, others  # the pump and forward threads at least
-    assert {signal.SIGINT, signal.SIGTERM}.isdisjoint(blocked_signals(pid, pid))
-    for tid in others:
-        assert {signal.SIGINT, signal.SIGTERM} <= blocked_signals(pid, tid), tid
-    run.proc.send_signal(signal.SIGINT)
-    assert run.wait() == 130
+    for _ in range(10):
+        run = cli("-q", echo.address)
+        run.send(b"ping\n")
+        run.wait_stdout(b"ping\n")
+        run.proc.send_signal(signum)
+        assert run.wait() == 128 + signum, run.errors
 
 
 def test_ctrl_c_while_connected(cli: Callable[..., Cli], make_server: Callable[..., Server]) -> None:

@@ -7,10 +7,9 @@ when the program ends::
 
     tail -F app.log | python -m perconn logs.example:5140 --buffer 1MiB
 
-Threads: the main thread only waits (every other thread blocks SIGINT and
-SIGTERM, so they land there, never inside the library) and then closes the
-``Conn``; a daemon *pump* thread reads
-standard input, writes the lines and flushes at the end of input; a daemon
+Threads: the main thread only waits (Ctrl-C and SIGTERM set a flag and wake
+it: see :class:`Signals`) and then closes the ``Conn``; a daemon *pump* thread
+reads standard input, writes the lines and flushes at the end of input; a daemon
 *forward* thread reads the peer's bytes to standard output. Both use the file
 descriptors directly (``os.read``/``os.write``), so a thread left blocked on a
 pipe at exit holds no lock the interpreter's shutdown needs.
@@ -31,11 +30,13 @@ import logging
 import math
 import os
 import re
+import select
 import signal
+import socket
 import ssl
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any, NoReturn
@@ -436,29 +437,72 @@ class Lines:
             yield batch
 
 
-_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+class Signals:
+    """SIGINT and SIGTERM as a flag and a wake-up of the main thread, never as an
+    exception.
 
+    A signal's Python handler runs in the main thread between two bytecodes
+    wherever it is; one that raises (``KeyboardInterrupt``) inside ``threading``'s
+    own code (starting a thread) can leave a lock broken. And a wait on a lock
+    misses a signal whose C handler ran on another thread, or just before the
+    wait blocked: Ctrl-C went unnoticed about 1 run in 40 under load. So the
+    handlers only note the signal; the signal also writes to a socket
+    (``signal.set_wakeup_fd``), as :meth:`wake` does, and :meth:`wait` waits
+    for it in ``select``. A signal that was ignored when the program started
+    (``nohup``) stays ignored.
+    """
 
-def _mask(how: int) -> None:
-    """Block or unblock SIGINT and SIGTERM in the calling thread (where the OS can)."""
-    if hasattr(signal, "pthread_sigmask"):
-        signal.pthread_sigmask(how, _SIGNALS)
+    def __init__(self) -> None:
+        self.caught: int | None = None
+        self._r, self._w = socket.socketpair()  # (sockets: what set_wakeup_fd takes on Windows too)
+        self._r.setblocking(False)
+        self._w.setblocking(False)
+        self._previous_fd = signal.set_wakeup_fd(self._w.fileno(), warn_on_full_buffer=False)
+        self._handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+        for signum, handler in self._handlers.items():
+            if handler is not signal.SIG_IGN:
+                signal.signal(signum, self._caught)
 
+    def _caught(self, signum: int, frame: FrameType | None) -> None:
+        if self.caught is None:
+            self.caught = signum
 
-class _Terminated(BaseException):
-    """SIGTERM, raised in the main thread as Ctrl-C raises KeyboardInterrupt."""
+    def wake(self) -> None:
+        """Wake :meth:`wait` (from any thread)."""
+        with contextlib.suppress(OSError):  # full of wake-ups already, or the wait is over
+            self._w.send(b"\0")
 
+    def wait(self, done: threading.Event) -> None:
+        """Wait until *done* is set (and :meth:`wake` called) or a signal comes."""
+        while not done.is_set() and self.caught is None:
+            select.select([self._r], [], [])
+            with contextlib.suppress(BlockingIOError):
+                self._r.recv(4096)
 
-def _terminate(signum: int, frame: FrameType | None) -> NoReturn:
-    raise _Terminated
+    def default(self) -> None:
+        """From now on a signal acts as it would on any program (a second Ctrl-C
+        during the end kills at once)."""
+        for signum, handler in self._handlers.items():
+            signal.signal(signum, signal.SIG_IGN if handler is signal.SIG_IGN else signal.SIG_DFL)
+
+    def restore(self) -> None:
+        """Put back the handlers and the wake-up descriptor found (for a caller of :func:`main`)."""
+        signal.set_wakeup_fd(self._previous_fd)
+        for signum, handler in self._handlers.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+        self._r.close()
+        self._w.close()
 
 
 class Shipper:
     """Runs the pump and forward threads over one ``Conn``; the main thread waits
-    on :attr:`finished` and then calls :meth:`end`."""
+    in :meth:`Signals.wait` and then calls :meth:`end`."""
 
-    def __init__(self, conn: Conn, *, block: bool, flush_timeout: float, buffer: int, events: EventLines) -> None:
+    def __init__(
+        self, conn: Conn, *, block: bool, flush_timeout: float, events: EventLines, wake: Callable[[], None]
+    ) -> None:
         self.conn = conn
+        self._wake = wake
         self.events = events
         self.counts = Counts()
         self.finished = threading.Event()
@@ -480,6 +524,7 @@ class Shipper:
             if not self.outcome:
                 self.outcome = outcome
         self.finished.set()
+        self._wake()
 
     # -- the pump thread: standard input to the connection ---------------------------
 
@@ -564,32 +609,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     logger = logging.Logger(NAME, logging.INFO)  # private: not in the logging tree
     logger.addHandler(events)
     addresses = args.address[0] if len(args.address) == 1 else list(args.address)
-    handlers = {signum: signal.getsignal(signum) for signum in _SIGNALS}
-    # Every thread made from here on (ours, and the library's, which they make
-    # in turn) inherits a mask with these blocked, so the kernel delivers them
-    # to the main thread: only there does a signal interrupt a wait.
-    _mask(signal.SIG_BLOCK)
+    signals = Signals()  # before any thread starts: from here on a signal only sets a flag
     try:
-        conn = connect(addresses, logger=logger, **options)
-    except (TypeError, ValueError) as exc:
-        _mask(signal.SIG_UNBLOCK)
-        parser.error(_as_flags(str(exc)))
-    block = args.when_full == "block" if args.when_full is not None else not args.buffer
-    shipper = Shipper(conn, block=block, flush_timeout=args.flush_timeout, buffer=args.buffer, events=events)
-    if handlers[signal.SIGTERM] is not signal.SIG_IGN:
-        signal.signal(signal.SIGTERM, _terminate)
-    stopped: int | None = None
-    try:
+        try:
+            conn = connect(addresses, logger=logger, **options)
+        except (TypeError, ValueError) as exc:
+            parser.error(_as_flags(str(exc)))
+        block = args.when_full == "block" if args.when_full is not None else not args.buffer
+        shipper = Shipper(conn, block=block, flush_timeout=args.flush_timeout, events=events, wake=signals.wake)
         shipper.start()
-        _mask(signal.SIG_UNBLOCK)  # (one that came meanwhile is raised here)
-        shipper.finished.wait()
-    except KeyboardInterrupt:
-        stopped = EXIT_INTERRUPTED
-    except _Terminated:
-        stopped = EXIT_TERMINATED
-    finally:  # a second signal during the end kills at once, as it would any program
-        for signum, handler in handlers.items():
-            signal.signal(signum, signal.SIG_IGN if handler is signal.SIG_IGN else signal.SIG_DFL)
+        signals.wait(shipper.finished)
+        signals.default()
+        return _end(shipper, signals.caught, args, console)
+    finally:
+        signals.restore()
+
+
+def _end(shipper: Shipper, caught: int | None, args: argparse.Namespace, console: Console) -> int:
+    """Close the ``Conn``, say what became of the lines, and return the exit status."""
+    stopped = None if caught is None else 128 + caught
     summary = shipper.end(interrupted=stopped is not None)
     if stopped is not None:
         reason = "interrupted" if stopped == EXIT_INTERRUPTED else "terminated"
@@ -606,8 +644,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     lost = summary.refused or summary.discarded or status not in (EXIT_OK, EXIT_INTERRUPTED, EXIT_TERMINATED)
     if not args.quiet or lost:
         console.say(summary.text(reason))
-    for signum, handler in handlers.items():
-        signal.signal(signum, signal.SIG_DFL if handler is None else handler)
     return status
 
 
@@ -615,6 +651,6 @@ def run() -> NoReturn:
     """The console entry point: :func:`main`, its status as the exit status."""
     try:
         status = main()
-    except KeyboardInterrupt:  # Ctrl-C in the instant between setting up and waiting
+    except KeyboardInterrupt:  # Ctrl-C while the arguments are read, before main() takes it over
         status = EXIT_INTERRUPTED
     sys.exit(status)
