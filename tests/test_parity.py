@@ -7,12 +7,13 @@ import logging
 import re
 import socket
 import time
+import traceback
 from collections.abc import Callable
 
 import pytest
 from conftest import Records
 from fronts import Front
-from servers import Server, blackhole, refusing_port, scaled
+from servers import Server, blackhole, refusing_port, scaled, wait_until
 
 import perconn
 from perconn._sockopts import keepalive_plan
@@ -270,3 +271,42 @@ def test_a_failure_under_unanswered_writes_is_told_to_the_next_write(
         assert info.value.op == "write" and isinstance(info.value.__cause__, ConnectionResetError)
         assert conn.write(b"again", timeout=scaled(5)) == 5
         assert server.wait_received(1, 5) == b"again"
+
+
+class HookFailed(Exception):
+    pass
+
+
+def failing_hook(front: Front) -> Callable[..., object]:
+    """An ``on_connect`` hook (of *front*'s kind) that raises :class:`HookFailed`."""
+    if front.name == "sync":
+
+        def hook(link: perconn.Link) -> None:
+            raise HookFailed("no")
+
+        return hook
+
+    async def async_hook(link: perconn.aio.Link) -> None:
+        raise HookFailed("no")
+
+    return async_hook
+
+
+def test_a_failed_dial_keeps_no_traceback_of_perconns_frames_but_a_hooks_keeps_its(
+    front: Front, echo_server: Server
+) -> None:
+    # stats.last_error keeps the error alive: a traceback would keep every frame
+    # of the dial with it (memory, and objects the garbage collector walks, in
+    # a storm of 10,000 Conns); one into the user's hook is worth keeping.
+    with refusing_port() as address, front.open(address, **QUIET) as conn:
+        assert wait_until(lambda: conn.stats.dial_failures >= 1, scaled(5))
+        error = conn.stats.last_error
+        assert isinstance(error, perconn.DialError) and isinstance(error.__cause__, ConnectionRefusedError)
+        assert error.__cause__.__traceback__ is None
+    with front.open(echo_server.address, on_connect=failing_hook(front), **QUIET) as conn:
+        assert wait_until(lambda: conn.stats.dial_failures >= 1, scaled(5))
+        cause = conn.stats.last_error.__cause__
+        assert isinstance(cause, HookFailed)
+        assert cause.__traceback__ is not None
+        names = [frame.f_code.co_name for frame, _ in traceback.walk_tb(cause.__traceback__)]
+        assert "hook" in names or "async_hook" in names

@@ -208,8 +208,20 @@ def begin_dial(ref: Callable[[], ConnBase[Any, Any] | None]) -> tuple[Address, f
     return None if conn is None else conn._begin_dial()
 
 
-def dial_failed(ref: Callable[[], ConnBase[Any, Any] | None], exc: BaseException) -> float | None:
-    """``conn._dial_failed(exc)``, or None if the ``Conn`` is gone."""
+def dial_failed(ref: Callable[[], ConnBase[Any, Any] | None], exc: BaseException, *, ours: bool) -> float | None:
+    """``conn._dial_failed(exc)``, or None if the ``Conn`` is gone.
+
+    *ours*: *exc* came from perconn's own steps (lookup, connect, TLS, the
+    queued writes), not from the user's ``on_connect``: its traceback (and its
+    cause's) is dropped. It only names perconn's frames, and ``stats.last_error``
+    keeps it alive with every frame it holds: in a storm of ten thousand
+    Conns that is memory, and objects every full garbage collection
+    walks. A hook's failure keeps its traceback: it points into the user's code.
+    """
+    if ours:
+        exc.__traceback__ = None
+        if exc.__cause__ is not None:
+            exc.__cause__.__traceback__ = None
     conn = ref()
     return None if conn is None else conn._dial_failed(exc)
 

@@ -35,6 +35,7 @@ from .._outbox import Outbox
 from .._reading import DEFAULT_LIMIT, Cursor, Frame, ended, exactly, some, until
 from .._sockopts import SockOpt, tcp_options
 from .._validate import check_bytes, check_count, check_separator, check_size, check_timeout, timed_out
+from . import pacing
 from .dialer import connect_first
 from .link import Connection, Link, within
 from .waiting import Signal, Turn
@@ -634,6 +635,7 @@ async def _dial_loop(ref: weakref.ref[Conn], shared: _Shared, delay: float) -> N
     while True:
         if delay > 0:
             await asyncio.sleep(delay)
+        await pacing.turn()  # in a dial storm, dials take turns: the program keeps its loop
         begun = begin_dial(ref)
         if begun is None:
             return
@@ -647,7 +649,7 @@ async def _dial_loop(ref: weakref.ref[Conn], shared: _Shared, delay: float) -> N
             link = await within(_dial_once(loop, ref, shared, stage, *begun), budget, expired)
             installed = await _flush_and_install(ref, link, shared)
         except Exception as exc:  # OSError (TimeoutError, socket.gaierror), the hook's, or a failed flush
-            next_delay = dial_failed(ref, exc)
+            next_delay = dial_failed(ref, exc, ours=stage[0] != "on_connect")
             if next_delay is None:
                 return
             delay = next_delay

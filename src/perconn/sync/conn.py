@@ -719,18 +719,20 @@ def _dial_job(ref: weakref.ref[Conn], delay: float, retired: Connection | None, 
         begun = begin_dial(ref)
         if begun is None:
             return
+        hooked = False
         try:
             link, deadline = yield from _dial_once(opts, resolver, options, *begun)
             installed = install(ref, link) if opts.on_connect is None else None  # nothing to run, nothing queued
             if installed is None:  # user code or queued writes: in a thread of their own
                 handover = functools.partial(_handover, ref, link, deadline, opts, dialer, outbox, cond, cursor)
+                hooked = opts.on_connect is not None
                 installed = yield Call(handover, dialer.name.replace("dial", "handshake", 1))
         except DialAborted:  # woken: closing (checked above, next round) or reconnect()
             dialer.drain()
             delay = 0.0
             continue
         except Exception as exc:  # the dial's, the hook's or the queued writes' failure
-            next_delay = dial_failed(ref, exc)
+            next_delay = dial_failed(ref, exc, ours=not hooked)
             if next_delay is None:
                 return
             delay = next_delay
