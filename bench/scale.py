@@ -30,8 +30,9 @@ of ``--seconds`` measures:
   thread (sync) / an ``asyncio.sleep(0.1)`` on the loop (asyncio) wakes,
   throughout the window: p50, p99, max;
 - ``close()`` of one ``Conn`` during the storm (``CLOSE_ONE`` of them, one at a
-  time): p50 and max; then ``close()`` of all the others, one after another:
-  the total;
+  time): p50 and max; then ``close()`` of all the others: the total (sync:
+  one after another; asyncio: all at once with ``asyncio.gather``, as a program
+  closes many on one loop);
 - RSS per ``Conn``: ``VmRSS`` at the end of the window minus before the
   ``Conn``s were made, over N.
 
@@ -66,6 +67,9 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import perconn.aio
 
 if TYPE_CHECKING or __package__:  # part of the bench package (python -m bench; mypy checks this one)
     from . import _proc
@@ -375,17 +379,8 @@ async def aio_dialing(c: Child) -> None:
         _proc.emit(close_one=closes[-1])
         await asyncio.sleep(0.05)
     _proc.emit(close_one_p50=statistics.median(closes), close_one_max=max(closes))
-    close_by, tick = c.budget(0.25), Every(PROGRESS)
-    begun, closed = time.perf_counter(), 0
-    for conn in conns:
-        await conn.close()
-        closed += 1
-        if tick():
-            _proc.emit(closed=closed, close_all_s=time.perf_counter() - begun)
-        if time.monotonic() > close_by:
-            _proc.emit(closed=closed, close_all_s=time.perf_counter() - begun, overran="closing them all")
-            return
-    _proc.emit(closed=closed, close_all_s=time.perf_counter() - begun)
+    if not await aio_close_all(c, conns):
+        return
     await asyncio.sleep(0.5)
     _proc.emit(tasks_after=len(asyncio.all_tasks()) - 1)
 
@@ -411,14 +406,23 @@ async def aio_idle(c: Child) -> None:
     cpu0, t0 = cpu_seconds(), time.monotonic()
     await asyncio.sleep(c.idle_seconds)
     idle_report(c, cpu0, t0, rss0)
-    close_by = c.budget(0.25)
+    await aio_close_all(c, conns)
+
+
+async def aio_close_all(c: Child, conns: list[perconn.aio.Conn]) -> bool:
+    """Close every ``Conn`` at once (``asyncio.gather``: how a program closes many
+    on one loop; each ``close()`` awaits its dial task, one loop iteration or
+    two, so closing them one after another takes N iterations); False if that
+    overran its share of the timeout."""
     begun = time.perf_counter()
-    for i, conn in enumerate(conns):
-        await conn.close()
-        if time.monotonic() > close_by:
-            _proc.emit(closed=i + 1, close_all_s=time.perf_counter() - begun, overran="closing them all")
-            return
+    try:
+        await asyncio.wait_for(asyncio.gather(*(conn.close() for conn in conns)), c.budget(0.25) - time.monotonic())
+    except asyncio.TimeoutError:
+        closed = sum(conn.closed for conn in conns)
+        _proc.emit(closed=closed, close_all_s=time.perf_counter() - begun, overran="closing them all")
+        return False
     _proc.emit(closed=len(conns), close_all_s=time.perf_counter() - begun)
+    return True
 
 
 def child_main(args: argparse.Namespace) -> None:

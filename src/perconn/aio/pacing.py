@@ -20,10 +20,18 @@ class Gate:
         self.pacer = Pacer()
         self.waiting: collections.deque[asyncio.Future[None]] = collections.deque()
         self.timer: asyncio.TimerHandle | None = None
+        self.active = False  # a dial started since the last tick
 
     async def turn(self, loop: asyncio.AbstractEventLoop) -> None:
         if not self.waiting and self.pacer.admit(loop.time()):
-            return  # the common case: no storm, no wait
+            # The common case: no storm, no wait. The tick still runs while
+            # dials do: its lateness is how the allowance learns the loop is
+            # behind even when nobody waits (else an allowance grown large lets
+            # every dial through as it comes due, and the loop falls behind).
+            self.active = True
+            if self.timer is None:
+                self._schedule(loop)
+            return
         waiter = loop.create_future()
         self.waiting.append(waiter)
         if self.timer is None:
@@ -44,10 +52,12 @@ class Gate:
                 waiting.popleft()
             elif self.pacer.admit(now):
                 waiting.popleft().set_result(None)
+                self.active = True
             else:
                 break
-        if waiting:
+        if waiting or self.active:
             self._schedule(loop)
+        self.active = False
 
 
 _gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Gate] = weakref.WeakKeyDictionary()
