@@ -56,6 +56,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import os
 import signal
 import socket
@@ -194,10 +195,28 @@ class Child:
     idle_seconds: float
     timeout: float
     port: int
+    gc_freeze: bool = False  # gc.freeze() once the Conns are made
 
     def budget(self, share: float) -> float:
         """A deadline *share* of the scenario's timeout from now."""
         return time.monotonic() + share * self.timeout
+
+
+class GcPauses:
+    """The longest garbage collection since made (``gc.callbacks``): it stops the
+    whole process, so it is a stall of the caller's sleep that is CPython's, not
+    perconn's; with 10,000 ``Conn``\\s a full collection walks ~0.5 M objects."""
+
+    def __init__(self) -> None:
+        self.longest = 0.0
+        self._began = 0.0
+        gc.callbacks.append(self._callback)
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._began = time.perf_counter()
+        else:
+            self.longest = max(self.longest, time.perf_counter() - self._began)
 
 
 def sync_raw_floor(port: int) -> float:
@@ -245,6 +264,8 @@ def sync_dialing(c: Child) -> None:
             _proc.emit(overran=f"making the Conns: stopped at {len(conns)}, measured those")
             break
     _proc.emit(created=len(conns), create_s=time.monotonic() - made)
+    if c.gc_freeze:
+        gc.freeze()
     time.sleep(WARMUP)
 
     def failures() -> tuple[float, int]:
@@ -256,6 +277,7 @@ def sync_dialing(c: Child) -> None:
     cpu0 = cpu_seconds()
     end = t0 + c.seconds
     late: list[float] = []
+    pauses = GcPauses()
     while (now := time.monotonic()) < end:
         time.sleep(0.1)
         late.append(time.monotonic() - now - 0.1)
@@ -269,6 +291,7 @@ def sync_dialing(c: Child) -> None:
         threads=threading.active_count(),
         os_threads=proc_status("Threads"),
         rss_per_conn=(proc_status("VmRSS") - rss0) * 1024 / max(1, len(conns)),
+        gc_longest=pauses.longest,
         **lateness(late, "late"),
     )
     closes = []
@@ -347,6 +370,8 @@ async def aio_dialing(c: Child) -> None:
     for _ in range(c.conns):
         conns.append(perconn.aio.connect(f"127.0.0.1:{c.port}", retry_min=c.retry_min, retry_max=c.retry_max))
     _proc.emit(created=len(conns), create_s=time.monotonic() - made)
+    if c.gc_freeze:
+        gc.freeze()
     await asyncio.sleep(WARMUP)
 
     def failures() -> tuple[float, int]:
@@ -356,6 +381,7 @@ async def aio_dialing(c: Child) -> None:
     cpu0 = cpu_seconds()
     end = t0 + c.seconds
     late: list[float] = []
+    pauses = GcPauses()
     while (now := time.monotonic()) < end:
         await asyncio.sleep(0.1)
         late.append(time.monotonic() - now - 0.1)
@@ -369,6 +395,7 @@ async def aio_dialing(c: Child) -> None:
         threads=threading.active_count(),
         os_threads=proc_status("Threads"),
         rss_per_conn=(proc_status("VmRSS") - rss0) * 1024 / max(1, len(conns)),
+        gc_longest=pauses.longest,
         **lateness(late, "late"),
     )
     closes = []
@@ -435,7 +462,7 @@ def child_main(args: argparse.Namespace) -> None:
         _proc.emit(fd_limit=fds, perconn=os.path.dirname(perconn.__file__))
         c = Child(
             *(args.child, args.conns, args.retry_min, args.retry_max),
-            *(args.seconds, args.idle_seconds, args.timeout, args.port),
+            *(args.seconds, args.idle_seconds, args.timeout, args.port, args.gc_freeze),
         )
         if args.child == "sync":
             (sync_dialing if args.scenario == "dialing" else sync_idle)(c)
@@ -535,6 +562,7 @@ def run_child(front: str, scenario: str, args: argparse.Namespace, port: int) ->
         *("--child", front, "--scenario", scenario, "--port", str(port)),
         *("--conns", str(args.conns), "--retry-min", str(args.retry_min), "--retry-max", str(args.retry_max)),
         *("--seconds", str(args.seconds), "--idle-seconds", str(args.idle_seconds), "--timeout", str(args.timeout)),
+        *(["--gc-freeze"] if args.gc_freeze else []),
     ]
     begun = time.monotonic()
     out.killed = _proc.run_child(__file__, options, args.timeout, out.take)
@@ -639,6 +667,7 @@ def dialing_rows(args: argparse.Namespace) -> list[tuple[str, Cell, str]]:
         ("CPU per failed dial", per_dial, "<= 2x raw"),
         ("raw floor per dial", cell("raw_dial", us), ""),
         ("sleep(0.1) late p50/p99/max", late, "p99 <= 50 ms"),
+        ("  longest GC pause in it", cell("gc_longest", ms), ""),
         (f"close() one p50/max ({CLOSE_ONE})", close_one, "<= 100 ms"),
         ("close() all the others", close_all, "<= 2 s"),
         ("left after close", after, "0 extra"),
@@ -667,8 +696,9 @@ FRONT_NAMES = {"sync": "perconn.Conn", "aio": "perconn.aio.Conn"}
 def table(args: argparse.Namespace, outcomes: list[Outcome]) -> str:
     """The scenarios' figures, a column per front end, the issue's target beside them."""
     lines = []
+    frozen = " (gc.freeze() once made)" if args.gc_freeze else ""
     for scenario, title, spec in (
-        ("dialing", f"A: {args.conns} Conns dialing a refused port", dialing_rows(args)),
+        ("dialing", f"A: {args.conns} Conns dialing a refused port{frozen}", dialing_rows(args)),
         ("idle", f"B: {args.conns} Conns connected, idle ({args.idle_seconds:g} s)", idle_rows()),
     ):
         got = [o for o in outcomes if o.scenario == scenario]
@@ -705,6 +735,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--front", choices=("both", "sync", "aio"), default="both")
     p.add_argument("--scenario", choices=("both", "dialing", "idle"), default="both")
     p.add_argument("--timeout", type=float, default=120.0, help="hard timeout of one scenario of one front end")
+    p.add_argument(
+        "--gc-freeze",
+        action="store_true",
+        help="gc.freeze() once the dialing Conns are made (full collections then skip them)",
+    )
     p.add_argument("--child", choices=("sync", "aio"), help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     return p
