@@ -179,6 +179,17 @@ def stop(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def is_parent(child: str | None, child_main: Callable[[], object]) -> bool:
+    """A script's two roles: as a child (*child*, its ``--child`` option, is
+    set) run *child_main* and return False; as the parent, take SIGTERM as
+    Ctrl-C (:func:`stop`) and return True."""
+    if child:
+        child_main()
+        return False
+    signal.signal(signal.SIGTERM, stop)
+    return True
+
+
 def main(run: Callable[[], None]) -> None:
     """Run a bench's *run*; Ctrl-C (or SIGTERM, :func:`stop` installed) ends it
     with ``interrupted`` and status 130, no traceback: the child processes are

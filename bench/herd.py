@@ -39,7 +39,6 @@ import contextlib
 import json
 import math
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -202,6 +201,20 @@ def outcome(stats: Sequence[perconn.Stats]) -> dict[str, object]:
     return {"connected": [s.state_since for s in back], "stuck": stuck(away)}
 
 
+def restart(first: Server, second: Server, port: int, plan: Plan) -> float:
+    """Kill *first* and have *second* listen on its *port* ``plan.down`` seconds
+    later; return when *first* was killed."""
+    killed = time.monotonic()
+    second.listen(port, killed + plan.down)
+    first.kill()
+    return killed
+
+
+def report_back(killed: float, listening: float, second: Server, stats: Sequence[perconn.Stats]) -> None:
+    """Report the restart (killed, listening again) and how the ``Conn``\\s came back."""
+    _proc.emit(killed=killed, listening=listening, accepts=second.accepts(), **outcome(stats))
+
+
 def stuck(stats: Sequence[perconn.Stats]) -> str:
     """What the ``Conn``s that did not come back were doing: their commonest
     states and last errors."""
@@ -246,17 +259,10 @@ def sync_child(plan: Plan) -> None:
             for r in readers:
                 r.start()
             time.sleep(SETTLE)
-            killed = time.monotonic()
-            second.listen(port, killed + plan.down)
-            first.kill()
+            killed = restart(first, second, port, plan)
             _, listening = second.listening()
             poll_until(lambda: all(c.generation >= 2 for c in conns), listening + plan.wait_back())
-            _proc.emit(
-                killed=killed,
-                listening=listening,
-                accepts=second.accepts(),
-                **outcome([c.stats for c in conns]),
-            )
+            report_back(killed, listening, second, [c.stats for c in conns])
         finally:
             for c in conns:
                 c.close()
@@ -285,17 +291,10 @@ async def aio_child(plan: Plan) -> None:
             up = await until(lambda: all(c.connected for c in conns), time.monotonic() + plan.timeout / 4)
             _proc.emit(connected=sum(c.connected for c in conns), up=up)
             await asyncio.sleep(SETTLE)
-            killed = time.monotonic()
-            second.listen(port, killed + plan.down)
-            first.kill()
+            killed = restart(first, second, port, plan)
             _, listening = await asyncio.to_thread(second.listening)
             await until(lambda: all(c.generation >= 2 for c in conns), listening + plan.wait_back())
-            _proc.emit(
-                killed=killed,
-                listening=listening,
-                accepts=second.accepts(),
-                **outcome([c.stats for c in conns]),
-            )
+            report_back(killed, listening, second, [c.stats for c in conns])
         finally:
             for c in conns:
                 await c.close()
@@ -478,10 +477,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main() -> None:
     args = parser().parse_args()
-    if args.child:
-        child_main(args)
+    if not _proc.is_parent(args.child, lambda: child_main(args)):
         return
-    signal.signal(signal.SIGTERM, _proc.stop)
     herds = run(args)
     print(table(args, herds))
     if args.plot:

@@ -58,16 +58,15 @@ import asyncio
 import contextlib
 import gc
 import os
-import signal
 import socket
 import statistics
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence, Sized
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     import perconn.aio
@@ -219,6 +218,66 @@ class GcPauses:
             self.longest = max(self.longest, time.perf_counter() - self._began)
 
 
+T = TypeVar("T")
+
+
+class Window:
+    """Scenario A's measurement window, from *t0* (when *f0* dials had failed):
+    how late the caller's ``sleep(0.1)`` woke each time, the process's CPU, the
+    longest garbage collection; reported as it goes, and in full at the end."""
+
+    def __init__(self, t0: float, f0: int) -> None:
+        self.t0, self.f0 = t0, f0
+        self.cpu0 = cpu_seconds()
+        self.late: list[float] = []
+        self.pauses = GcPauses()
+
+    def end(self, c: Child) -> float:
+        return self.t0 + c.seconds
+
+    def woke(self, slept_at: float) -> None:
+        """The caller's ``sleep(0.1)``, begun at *slept_at*, has returned."""
+        self.late.append(time.monotonic() - slept_at - 0.1)
+        _proc.emit(late=self.late[-1], window_cpu=cpu_seconds() - self.cpu0, window_so_far=time.monotonic() - self.t0)
+
+    def report(self, t1: float, f1: int, conns: Sized, rss0: int) -> None:
+        """The window's figures, ended at *t1* with *f1* failed dials in all."""
+        cpu1 = cpu_seconds()
+        _proc.emit(
+            window_s=t1 - self.t0,
+            cpu_per_s=(cpu1 - self.cpu0) / (t1 - self.t0),
+            failures=f1 - self.f0,
+            threads=threading.active_count(),
+            os_threads=proc_status("Threads"),
+            rss_per_conn=(proc_status("VmRSS") - rss0) * 1024 / max(1, len(conns)),
+            gc_longest=self.pauses.longest,
+            **lateness(self.late, "late"),
+        )
+
+
+def made_all(c: Child, conns: Sized, made: float) -> None:
+    """Report the ``Conn``\\s made (since *made*); freeze them if asked (``--gc-freeze``)."""
+    _proc.emit(created=len(conns), create_s=time.monotonic() - made)
+    if c.gc_freeze:
+        gc.freeze()
+
+
+def still_connecting(conns: Sequence[Any], made: float, connect_by: float) -> bool:
+    """Report how many of *conns* (made at *made*) are up; whether to wait on
+    for the rest (False once all are, or *connect_by* has passed)."""
+    up: int = sum(conn.connected for conn in conns)
+    _proc.emit(connected=up, connect_s=time.monotonic() - made)
+    if up < len(conns) and time.monotonic() > connect_by:
+        _proc.emit(overran="connecting them")
+        return False
+    return up < len(conns)
+
+
+def one_at_a_time(conns: Sequence[T]) -> Sequence[T]:
+    """The ``CLOSE_ONE`` ``Conn``\\s closed one at a time during the storm, spread over *conns*."""
+    return conns[:: max(1, len(conns) // CLOSE_ONE)][:CLOSE_ONE]
+
+
 def sync_raw_floor(port: int) -> float:
     """CPU seconds per refused blocking ``connect()`` (socket made and closed each time)."""
     count, cpu = 0, time.process_time()
@@ -263,9 +322,7 @@ def sync_dialing(c: Child) -> None:
         if time.monotonic() > create_by:
             _proc.emit(overran=f"making the Conns: stopped at {len(conns)}, measured those")
             break
-    _proc.emit(created=len(conns), create_s=time.monotonic() - made)
-    if c.gc_freeze:
-        gc.freeze()
+    made_all(c, conns, made)
     time.sleep(WARMUP)
 
     def failures() -> tuple[float, int]:
@@ -273,29 +330,13 @@ def sync_dialing(c: Child) -> None:
         total = sum(conn.stats.dial_failures for conn in conns)
         return (before + time.monotonic()) / 2, total
 
-    t0, f0 = failures()
-    cpu0 = cpu_seconds()
-    end = t0 + c.seconds
-    late: list[float] = []
-    pauses = GcPauses()
-    while (now := time.monotonic()) < end:
+    window = Window(*failures())
+    while (now := time.monotonic()) < window.end(c):
         time.sleep(0.1)
-        late.append(time.monotonic() - now - 0.1)
-        _proc.emit(late=late[-1], window_cpu=cpu_seconds() - cpu0, window_so_far=time.monotonic() - t0)
-    cpu1 = cpu_seconds()
-    t1, f1 = failures()
-    _proc.emit(
-        window_s=t1 - t0,
-        cpu_per_s=(cpu1 - cpu0) / (t1 - t0),
-        failures=f1 - f0,
-        threads=threading.active_count(),
-        os_threads=proc_status("Threads"),
-        rss_per_conn=(proc_status("VmRSS") - rss0) * 1024 / max(1, len(conns)),
-        gc_longest=pauses.longest,
-        **lateness(late, "late"),
-    )
+        window.woke(now)
+    window.report(*failures(), conns, rss0)
     closes = []
-    for conn in conns[:: max(1, len(conns) // CLOSE_ONE)][:CLOSE_ONE]:
+    for conn in one_at_a_time(conns):
         begun = time.perf_counter()
         conn.close()
         closes.append(time.perf_counter() - begun)
@@ -327,13 +368,8 @@ def sync_idle(c: Child) -> None:
     ]
     _proc.emit(created=len(conns), create_s=time.monotonic() - made)
     connect_by = c.budget(0.5)
-    while (up := sum(conn.connected for conn in conns)) < len(conns):
-        _proc.emit(connected=up, connect_s=time.monotonic() - made)
-        if time.monotonic() > connect_by:
-            _proc.emit(overran="connecting them")
-            break
+    while still_connecting(conns, made, connect_by):
         time.sleep(0.1)
-    _proc.emit(connected=up, connect_s=time.monotonic() - made)
     time.sleep(0.5)
     cpu0, t0 = cpu_seconds(), time.monotonic()
     time.sleep(c.idle_seconds)
@@ -369,37 +405,19 @@ async def aio_dialing(c: Child) -> None:
     made = time.monotonic()
     for _ in range(c.conns):
         conns.append(perconn.aio.connect(f"127.0.0.1:{c.port}", retry_min=c.retry_min, retry_max=c.retry_max))
-    _proc.emit(created=len(conns), create_s=time.monotonic() - made)
-    if c.gc_freeze:
-        gc.freeze()
+    made_all(c, conns, made)
     await asyncio.sleep(WARMUP)
 
     def failures() -> tuple[float, int]:
         return time.monotonic(), sum(conn.stats.dial_failures for conn in conns)
 
-    t0, f0 = failures()
-    cpu0 = cpu_seconds()
-    end = t0 + c.seconds
-    late: list[float] = []
-    pauses = GcPauses()
-    while (now := time.monotonic()) < end:
+    window = Window(*failures())
+    while (now := time.monotonic()) < window.end(c):
         await asyncio.sleep(0.1)
-        late.append(time.monotonic() - now - 0.1)
-        _proc.emit(late=late[-1], window_cpu=cpu_seconds() - cpu0, window_so_far=time.monotonic() - t0)
-    cpu1 = cpu_seconds()
-    t1, f1 = failures()
-    _proc.emit(
-        window_s=t1 - t0,
-        cpu_per_s=(cpu1 - cpu0) / (t1 - t0),
-        failures=f1 - f0,
-        threads=threading.active_count(),
-        os_threads=proc_status("Threads"),
-        rss_per_conn=(proc_status("VmRSS") - rss0) * 1024 / max(1, len(conns)),
-        gc_longest=pauses.longest,
-        **lateness(late, "late"),
-    )
+        window.woke(now)
+    window.report(*failures(), conns, rss0)
     closes = []
-    for conn in conns[:: max(1, len(conns) // CLOSE_ONE)][:CLOSE_ONE]:
+    for conn in one_at_a_time(conns):
         begun = time.perf_counter()
         await conn.close()
         closes.append(time.perf_counter() - begun)
@@ -422,13 +440,8 @@ async def aio_idle(c: Child) -> None:
     ]
     _proc.emit(created=len(conns), create_s=time.monotonic() - made)
     connect_by = c.budget(0.5)
-    while (up := sum(conn.connected for conn in conns)) < len(conns):
-        _proc.emit(connected=up, connect_s=time.monotonic() - made)
-        if time.monotonic() > connect_by:
-            _proc.emit(overran="connecting them")
-            break
+    while still_connecting(conns, made, connect_by):
         await asyncio.sleep(0.1)
-    _proc.emit(connected=up, connect_s=time.monotonic() - made)
     await asyncio.sleep(0.5)
     cpu0, t0 = cpu_seconds(), time.monotonic()
     await asyncio.sleep(c.idle_seconds)
@@ -747,10 +760,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main() -> None:
     args = parser().parse_args()
-    if args.child:
-        child_main(args)
+    if not _proc.is_parent(args.child, lambda: child_main(args)):
         return
-    signal.signal(signal.SIGTERM, _proc.stop)
     if args.conns < 1 or args.seconds <= 0 or args.timeout <= 0:
         parser().error("--conns, --seconds and --timeout must be positive")
     import perconn

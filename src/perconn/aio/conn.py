@@ -98,8 +98,8 @@ class Conn(ConnBase[Connection, OnConnect]):
         self._closing: asyncio.Future[None] | None = None
         self._dialer: asyncio.Task[None] | None = None
         self._resolver = Resolver()  # outlives dial tasks: a pending lookup is reused
-        self._changed = Signal()
-        self._tcp = tcp_options(options.keepalive)  # a connection came up, the buffer made room, or the Conn closed
+        self._changed = Signal()  # a connection came up, the buffer made room, or the Conn closed
+        self._tcp = tcp_options(options.keepalive)  # the TCP options of every connection
         # Last: until it exists, __del__ takes this for a half-made Conn and stays quiet.
         self._life = self._lifecycle(options)
         self._start_dialer(0.0)

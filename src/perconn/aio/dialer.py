@@ -14,6 +14,7 @@ import errno
 import socket
 
 from .._address import Address
+from .._connecting import begin_connect
 from .._eyeballs import ATTEMPT_DELAY, Race
 from .._lookup import Target
 
@@ -78,22 +79,18 @@ async def _race(
 
 async def _attempt(loop: asyncio.AbstractEventLoop, target: Target) -> socket.socket:
     """One connection attempt: a non-blocking socket connected to *target*.
-    The socket is closed if connecting fails or the attempt is cancelled."""
-    family, proto, sockaddr = target
-    sock = socket.socket(family, socket.SOCK_STREAM, proto)
+    The socket is closed if connecting fails or the attempt is cancelled.
+
+    What ``loop.sock_connect`` does, minus its trip through the loop when the
+    outcome is known at once, and worded as it words a failure.
+    """
+    sock, err = begin_connect(target)
     try:
-        sock.setblocking(False)
-        # What loop.sock_connect does, minus its trip through the loop when the
-        # outcome is known at once (a refusal over loopback: a dial storm is
-        # mostly these), and worded as it words it.
-        err = sock.connect_ex(sockaddr)
-        if err in (errno.EINPROGRESS, errno.EAGAIN):
+        if err == errno.EINPROGRESS:
+            await _writable(loop, sock.fileno())
             err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-            if not err:
-                await _writable(loop, sock.fileno())
-                err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if err:
-            raise OSError(err, f"Connect call failed {sockaddr}")
+            raise OSError(err, f"Connect call failed {target[2]}")
     except BaseException:  # the loop has stopped watching the socket by now: closing it is safe
         sock.close()
         raise

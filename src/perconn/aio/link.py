@@ -70,8 +70,7 @@ class Connection(asyncio.Protocol):
         self.installed = False  # handed to the Conn (after on_connect): it reports its end from then on
         self.proven = False  # it received bytes (the lifecycle was told)
         self._data_waiter: asyncio.Future[None] | None = None
-        self._want = 1  # bytes buffered in all before the reader is worth waking
-        self._pause_at = PAUSE_AT  # bytes buffered above which the transport pauses
+        self._want = 1  # bytes buffered in all before the reader is worth waking (the transport is not paused below)
         self._drain_waiters: collections.deque[asyncio.Future[None]] = collections.deque()
         self.paused = False
         self._read_paused = False
@@ -96,7 +95,7 @@ class Connection(asyncio.Protocol):
             conn = self._conn()
             if conn is not None and self.installed:
                 conn._proved(self)
-        if len(buffer) > self._pause_at and not self._read_paused and self.transport is not None:
+        if len(buffer) > PAUSE_AT and len(buffer) > self._want and not self._read_paused and self.transport is not None:
             self._read_paused = True
             self.transport.pause_reading()
 
@@ -156,14 +155,12 @@ class Connection(asyncio.Protocol):
             self._read_paused = False
             self.transport.resume_reading()
         self._data_waiter = self._loop.create_future()
-        if want > 1:
-            self._want = want
-            self._pause_at = max(PAUSE_AT, want)
+        self._want = want
         try:
             await self._data_waiter
         finally:
             self._data_waiter = None
-            self._want, self._pause_at = 1, PAUSE_AT
+            self._want = 1
 
     async def drained(self) -> None:
         """Wait once for the transport's buffer to drop below its high-water mark,

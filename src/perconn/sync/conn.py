@@ -358,7 +358,6 @@ class Conn(ConnBase[Connection, OnConnect]):
             link, self._link = self._link, None
             dialer = self._dialer
             if dialer is not None:
-                dialer.closing = True
                 dialer.wake()
                 if dialer.handshaking is not None:
                     dialer.handshaking()
@@ -473,13 +472,15 @@ class Conn(ConnBase[Connection, OnConnect]):
             try:
                 more = link.sock.recv(n - got if n - got <= MAX_CHUNK else MAX_CHUNK)
             except OSError as exc:
-                link.buffer += b"".join(chunks)
-                raise self._read_failed(link, exc, partial=True)  # noqa: B904 (the cause is set inside)
-            if not more:
-                link.buffer += b"".join(chunks)
-                raise self._read_failed(link, peer_closed(), partial=True)
-            chunks.append(more)
-            got += len(more)
+                cause: BaseException = exc
+            else:
+                if more:
+                    chunks.append(more)
+                    got += len(more)
+                    continue
+                cause = peer_closed()
+            link.buffer += b"".join(chunks)  # (what the error hands back)
+            raise self._read_failed(link, cause, partial=True)
         return b"".join(chunks)
 
     def _send(self, link: Connection, view: bytes | memoryview, deadline: float | None, seconds: float | None) -> None:

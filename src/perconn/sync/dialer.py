@@ -17,6 +17,7 @@ from collections.abc import Callable, Generator
 from typing import Any, TypeVar
 
 from .._address import Address
+from .._connecting import begin_connect
 from .._eyeballs import ATTEMPT_DELAY, Race
 from .._lookup import Lookup, Target
 from .._sockopts import SockOpt
@@ -43,26 +44,17 @@ Step = Generator[Request, Any, T]
 
 
 class DialAborted(Exception):
-    """The wake-up descriptor became readable: the ``Conn`` is closing or redialing."""
+    """The dial was aborted at a wait (its job's ``abort()``, or the wake-up
+    descriptor of :func:`run_blocking`): the ``Conn`` is closing or redialing."""
 
 
-def wait_fd(fd: int, events: int, deadline: float | None, wake_fd: int = -1) -> int:
-    """Poll *fd* for *events* until *deadline* (monotonic; None = forever).
-
-    Returns the events seen on *fd* (0 on timeout). Raises :class:`DialAborted`
-    if *wake_fd* (when given) becomes readable first.
-    """
+def wait_fd(fd: int, events: int, deadline: float | None) -> int:
+    """Poll *fd* for *events* until *deadline* (monotonic; None = forever);
+    return the events seen (0 on timeout)."""
     poller = select.poll()
     poller.register(fd, events)
-    if wake_fd >= 0:
-        poller.register(wake_fd, select.POLLIN)
     ms = None if deadline is None else max(0.0, (deadline - time.monotonic()) * 1000.0)
-    seen = 0
-    for ready_fd, ready in poller.poll(ms):
-        if ready_fd == wake_fd:
-            raise DialAborted
-        seen = ready
-    return seen
+    return next((ready for _, ready in poller.poll(ms)), 0)
 
 
 def configure(sock: socket.socket, options: list[SockOpt]) -> None:
@@ -79,20 +71,9 @@ def _begin(target: Target) -> tuple[socket.socket, bool]:
     Raises:
         OSError: the connect failed at once (the socket is closed).
     """
-    family, proto, sockaddr = target
-    sock = socket.socket(family, socket.SOCK_STREAM, proto)
-    try:
-        sock.setblocking(False)
-        err = sock.connect_ex(sockaddr)
-        if err in (errno.EINPROGRESS, errno.EAGAIN):
-            # A refusal over loopback is known already: not worth a trip
-            # through the dialer's select() (a dial storm is mostly these).
-            err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) or err
-        if err and err not in (errno.EINPROGRESS, errno.EAGAIN):
-            raise OSError(err, os.strerror(err))
-    except BaseException:
-        sock.close()
-        raise
+    sock, err = begin_connect(target)
+    if err not in (0, errno.EINPROGRESS):
+        raise OSError(err, os.strerror(err))
     return sock, not err
 
 
@@ -245,7 +226,6 @@ class Dialer:
     dialer thread (:mod:`perconn.sync.hub`)."""
 
     def __init__(self, name: str) -> None:
-        self.closing = False  # set by close() before it wakes the dial
         self.handshaking: Callable[[], None] | None = None  # shuts down the connection a hook is using
         self.sleeping = False  # set by the dial while it sleeps between attempts (it holds no socket)
         self.name = name

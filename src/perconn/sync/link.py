@@ -39,12 +39,11 @@ class Stream(Protocol):
     def close(self) -> None: ...
 
 
-def send_within(sock: socket.socket, data: bytes | memoryview, deadline: float | None, wake_fd: int = -1) -> int:
-    """Send *data* on *sock* without blocking past *deadline* (or a readable
-    *wake_fd*: :class:`~perconn.sync.dialer.DialAborted`); return how many bytes went out."""
+def send_within(sock: socket.socket, data: bytes | memoryview, deadline: float | None) -> int:
+    """Send *data* on *sock* without blocking past *deadline*; return how many bytes went out."""
     view = memoryview(data)
     sent = 0
-    while sent < len(view) and wait_fd(sock.fileno(), select.POLLOUT, deadline, wake_fd):
+    while sent < len(view) and wait_fd(sock.fileno(), select.POLLOUT, deadline):
         with contextlib.suppress(BlockingIOError):
             sent += sock.send(view[sent:], socket.MSG_DONTWAIT)
     return sent
