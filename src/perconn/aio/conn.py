@@ -574,13 +574,13 @@ async def _dial_once(
     loop: asyncio.AbstractEventLoop,
     ref: weakref.ref[Conn],
     shared: _Shared,
-    stage: list[str],
+    stage: _Stage,
     address: Address,
     budget: float | None,
     generation: int,
 ) -> Connection:
     """One dial of *address*: look it up, connect to the first of its IP
-    addresses that accepts, run ``on_connect``; ``stage[0]`` says which, for
+    addresses that accepts, run ``on_connect``; *stage* says which, for
     the error if the dial's budget runs out."""
     opts, resolver, options = shared.opts, shared.resolver, shared.options
 
@@ -588,12 +588,12 @@ async def _dial_once(
         return Connection(ref, loop, address.text, options)
 
     tls = _tls(opts, address, budget)
-    stage[0] = f"lookup of {address.host}"
+    stage.name = f"lookup of {address.host}"
     targets = await _targets(loop, resolver, address)
-    stage[0] = "connect"
+    stage.name = "connect"
     sock = await connect_first(loop, address, targets)
     if opts.ssl is not None:
-        stage[0] = "TLS handshake"
+        stage.name = "TLS handshake"
     try:
         if sock.family == socket.AF_UNIX and tls and tls["server_hostname"] is None:
             link = await _unix_tls_unnamed(loop, factory, sock, tls)
@@ -608,7 +608,7 @@ async def _dial_once(
     hook = opts.on_connect
     if hook is None:
         return link
-    stage[0] = "on_connect"
+    stage.name = "on_connect"
     try:
         await cast(OnConnect, hook)(Link(link, None if budget is None else loop.time() + budget))
     except BaseException:
@@ -628,31 +628,40 @@ class _Shared(NamedTuple):
     options: list[SockOpt]  # the TCP options of every connection (see perconn._sockopts)
 
 
+class _Stage:
+    """What a dial is doing (``name``), for the error if its *budget* runs out."""
+
+    __slots__ = ("budget", "name")
+
+    def __init__(self) -> None:
+        self.name = "connect"
+        self.budget: float | None = None
+
+    def expired(self) -> BaseException:
+        return timed_out(self.name, self.budget or 0.0)
+
+
 async def _dial_loop(ref: weakref.ref[Conn], shared: _Shared, delay: float) -> None:
     """Sleep and dial until connected, closed or given up; holds the ``Conn``
-    only weakly, so a ``Conn`` dropped without ``close()`` can be collected."""
+    only weakly, so a ``Conn`` dropped without ``close()`` can be collected.
+    Nothing of one dial outlives it into the sleep before the next (in a storm,
+    that is what the garbage collector would walk)."""
     loop = asyncio.get_running_loop()
+    stage = _Stage()
     while True:
-        if delay > 0:
-            await asyncio.sleep(delay)
-        await pacing.turn()  # in a dial storm, dials take turns: the program keeps its loop
+        await pacing.turn(delay)  # the backoff, then in a dial storm, dials take turns: the program keeps its loop
         begun = begin_dial(ref)
         if begun is None:
             return
-        budget = begun[1]
-        stage = ["connect"]
-
-        def expired() -> BaseException:
-            return timed_out(stage[0], budget or 0.0)  # noqa: B023 (called before the loop goes on)
-
+        stage.name, stage.budget = "connect", begun[1]
         try:
-            link = await within(_dial_once(loop, ref, shared, stage, *begun), budget, expired)
+            link = await within(_dial_once(loop, ref, shared, stage, *begun), stage.budget, stage.expired)
             installed = await _flush_and_install(ref, link, shared)
         except Exception as exc:  # OSError (TimeoutError, socket.gaierror), the hook's, or a failed flush
-            next_delay = dial_failed(ref, exc, ours=stage[0] != "on_connect")
+            next_delay = dial_failed(ref, exc, ours=stage.name != "on_connect")
             if next_delay is None:
                 return
-            delay = next_delay
+            delay, begun = next_delay, None
             continue
         if not installed:
             link.abort()

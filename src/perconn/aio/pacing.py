@@ -1,11 +1,19 @@
 """The dial gate of an event loop: every dial of a ``perconn.aio.Conn`` on that
-loop takes its turn here first, so a dial storm cannot starve the program (the
-policy is :class:`perconn._pacing.Pacer`'s)."""
+loop sleeps its backoff and takes its turn here, so a dial storm cannot starve
+the program (the policy is :class:`perconn._pacing.Pacer`'s).
+
+The gate is also the dials' one timer: a dial between two attempts waits on a
+single future in the gate's heap, not on an ``asyncio.sleep`` of its own (a
+coroutine, a timer handle and a context each), so ten thousand dialing
+``Conn``\\s make little for the loop to schedule and the garbage collector to walk.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import heapq
+import itertools
 import weakref
 
 from .._pacing import Pacer
@@ -14,39 +22,59 @@ __all__ = ["turn"]
 
 
 class Gate:
-    """One loop's :class:`Pacer` and the dials waiting for their turn, in order."""
+    """One loop's :class:`Pacer`, the dials asleep until their due time (a
+    heap), and those due waiting for their turn (in the order they came due)."""
 
-    def __init__(self) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
         self.pacer = Pacer()
+        self.sleeping: list[tuple[float, int, asyncio.Future[None]]] = []
         self.waiting: collections.deque[asyncio.Future[None]] = collections.deque()
         self.timer: asyncio.TimerHandle | None = None
+        self.due = 0.0  # when the timer fires
         self.active = False  # a dial started since the last tick
+        self._seq = itertools.count()  # orders sleepers due at the same time
+        self._now: asyncio.Future[None] = loop.create_future()  # a turn taken at once
+        self._now.set_result(None)
 
-    async def turn(self, loop: asyncio.AbstractEventLoop) -> None:
-        if not self.waiting and self.pacer.admit(loop.time()):
+    def turn(self, delay: float) -> asyncio.Future[None]:
+        """A future done when the dial may start: at once (done already), or
+        once *delay* has passed and the dials due before it have started."""
+        loop = self.loop
+        now = loop.time()
+        if delay <= 0 and not self.waiting and self.pacer.admit(now):
             # The common case: no storm, no wait. The tick still runs while
             # dials do: its lateness is how the allowance learns the loop is
             # behind even when nobody waits (else an allowance grown large lets
             # every dial through as it comes due, and the loop falls behind).
             self.active = True
-            if self.timer is None:
-                self._schedule(loop)
-            return
+            self._arm(now + self.pacer.tick)
+            return self._now
         waiter = loop.create_future()
-        self.waiting.append(waiter)
-        if self.timer is None:
-            self._schedule(loop)
-        await waiter  # (cancelled: the release passes over it)
+        if delay > 0:
+            heapq.heappush(self.sleeping, (now + delay, next(self._seq), waiter))
+            self._arm(now + delay)
+        else:
+            self.waiting.append(waiter)
+            self._arm(now + self.pacer.tick)
+        return waiter  # (cancelled with its task: the release passes over it)
 
-    def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
-        due = loop.time() + self.pacer.tick
-        self.timer = loop.call_at(due, self._release, loop, due)
+    def _arm(self, due: float) -> None:
+        """Have the timer fire by *due*."""
+        if self.timer is not None:
+            if self.due <= due:
+                return
+            self.timer.cancel()  # (rare: a sleep shorter than what is scheduled)
+        self.due = due
+        self.timer = self.loop.call_at(due, self._release, due)
 
-    def _release(self, loop: asyncio.AbstractEventLoop, due: float) -> None:
+    def _release(self, due: float) -> None:
         self.timer = None
-        now = loop.time()
+        now = self.loop.time()
         self.pacer.ran_late(now - due)
-        waiting = self.waiting
+        sleeping, waiting = self.sleeping, self.waiting
+        while sleeping and sleeping[0][0] <= now:
+            waiting.append(heapq.heappop(sleeping)[2])
         while waiting:
             if waiting[0].done():  # cancelled: the Conn closed
                 waiting.popleft()
@@ -56,18 +84,22 @@ class Gate:
             else:
                 break
         if waiting or self.active:
-            self._schedule(loop)
+            self._arm(now + self.pacer.tick)
+        elif sleeping:
+            self._arm(sleeping[0][0])
         self.active = False
 
 
 _gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Gate] = weakref.WeakKeyDictionary()
 
 
-async def turn() -> None:
-    """Wait for this dial's turn on the running loop (at once unless dials are
-    already waiting, or this tick's allowance is used up)."""
+def turn(delay: float = 0.0) -> asyncio.Future[None]:
+    """What to await to sleep *delay* seconds, then wait for this dial's turn on
+    the running loop (at once unless dials are already waiting, or this tick's
+    allowance is used up). A future, not a coroutine: a dial asleep is one
+    object in the gate's heap."""
     loop = asyncio.get_running_loop()
     gate = _gates.get(loop)
     if gate is None:
-        gate = _gates[loop] = Gate()
-    await gate.turn(loop)
+        gate = _gates[loop] = Gate(loop)
+    return gate.turn(delay)

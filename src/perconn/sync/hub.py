@@ -21,6 +21,7 @@ collected; a slow handler delays every dial.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import heapq
@@ -158,7 +159,9 @@ class Hub:
         selector.register(self._wake_r, selectors.EVENT_READ)
         timers: list[tuple[float, int, Job, int]] = []
         registered: dict[Job, list[int]] = {}
-        backlog: dict[Job, Any] = {}  # ready jobs a slice had no time for, oldest first
+        # Ready jobs a slice had no time for, oldest first (an OrderedDict: taking
+        # the oldest of a plain dict scans the entries deleted before it).
+        backlog: collections.OrderedDict[Job, Any] = collections.OrderedDict()
 
         def step(job: Job, answer: Any) -> None:
             for fd in registered.pop(job, []):
@@ -216,8 +219,7 @@ class Hub:
                 # no longer than that, however many dials the schedule asks for.
                 until = time.monotonic() + SLICE
                 while backlog and time.monotonic() < until:
-                    job = next(iter(backlog))
-                    step(job, backlog.pop(job))
+                    step(*backlog.popitem(last=False))
         finally:
             selector.close()
 
