@@ -736,7 +736,7 @@ def _dial_job(ref: weakref.ref[Conn], delay: float, retired: Connection | None, 
             next_delay = dial_failed(ref, exc, ours=not hooked)
             if next_delay is None:
                 return
-            delay = next_delay
+            delay, begun = next_delay, None  # (nothing of this dial outlives it into the sleep)
             continue
         if not installed:
             link.sock.close()

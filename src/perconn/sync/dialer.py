@@ -140,6 +140,8 @@ def race(
         OSError: every target failed (the error of the last to fail);
             ``TimeoutError`` when *deadline* came first.
     """
+    if len(targets) == 1:  # nothing to race (a literal, a unix path, one address)
+        return (yield from _connect_one(targets[0], deadline, budget, options))
     contest = Race(address, targets, delay)
     attempts: dict[int, socket.socket] = {}  # by descriptor: the connects in progress
     try:
@@ -171,6 +173,24 @@ def race(
     finally:
         for sock in attempts.values():  # the losers, or every attempt (failure, timeout, abort)
             sock.close()
+
+
+def _connect_one(
+    target: Target, deadline: float | None, budget: float | None, options: list[SockOpt]
+) -> Step[socket.socket]:
+    """:func:`race` of a single target: its connect, waited for until *deadline*."""
+    sock, connected = _begin(target)
+    if not connected:
+        try:
+            if not (yield Wait((), (sock.fileno(),), deadline)):
+                raise timed_out("connect", budget or 0.0)
+            err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if err:
+                raise OSError(err, os.strerror(err))
+        except BaseException:  # failed, timed out or aborted
+            sock.close()
+            raise
+    return _established(sock, options)
 
 
 def run_blocking(step: Step[T], wake_fd: int = -1) -> T:
@@ -251,5 +271,5 @@ class Dialer:
         job = self.job
         if job is not None and threading.current_thread() not in (hub.thread, job.call_thread):
             deadline = time.monotonic() + timeout
-            if job.done.wait(timeout):
+            if job.wait_done(timeout):
                 hub.join_if_idle(max(0.0, deadline - time.monotonic()))

@@ -78,20 +78,35 @@ class Job:
 
     ``abort()`` (from any thread) throws *aborted* into the generator at its
     current wait or at its next one; a :class:`Call` in progress is not
-    interrupted. ``done`` is set when the generator has ended.
+    interrupted. :meth:`wait_done` waits for the generator to end.
     """
 
     def __init__(self, gen: JobGen, aborted: Callable[[], BaseException]) -> None:
         self._gen = gen
         self._aborted = aborted
         self.abort_pending = False
-        self.done = threading.Event()
+        # Held until the generator has ended: a lock, not an Event (which is five
+        # objects for the garbage collector to walk, per dialing Conn).
+        self._running = threading.Lock()
+        self._running.acquire()
         self.request: Request | None = None
         self.token = 0  # counts the requests: a timer of an earlier one is stale
         self.call_thread: threading.Thread | None = None
 
     def abort(self) -> None:
         hub.poke(self, abort=True)
+
+    @property
+    def ended(self) -> bool:
+        """Whether the generator has ended."""
+        return not self._running.locked()
+
+    def wait_done(self, timeout: float) -> bool:
+        """Wait up to *timeout* seconds for the generator to end; whether it has."""
+        if not self._running.acquire(timeout=timeout):
+            return False
+        self._running.release()
+        return True
 
 
 class _Poke(NamedTuple):
@@ -158,27 +173,26 @@ class Hub:
         selector = selectors.DefaultSelector()
         selector.register(self._wake_r, selectors.EVENT_READ)
         timers: list[tuple[float, int, Job, int]] = []
-        registered: dict[Job, list[int]] = {}
+        registered: dict[Job, tuple[int, ...]] = {}
         # Ready jobs a slice had no time for, oldest first (an OrderedDict: taking
         # the oldest of a plain dict scans the entries deleted before it).
         backlog: collections.OrderedDict[Job, Any] = collections.OrderedDict()
 
         def step(job: Job, answer: Any) -> None:
-            for fd in registered.pop(job, []):
+            for fd in registered.pop(job, ()):
                 selector.unregister(fd)
+            if job.ended:  # (an answer that came as it ended)
+                return
             self._resume(job, answer)
             request = job.request
-            if job.done.is_set() or request is None:
+            if request is None:  # it ended
                 return
-            if isinstance(request, Wait):
-                fds = []
+            if isinstance(request, Wait) and (request.read or request.write):  # (a sleep registers nothing)
                 for fd in request.read:
                     selector.register(fd, selectors.EVENT_READ, job)
-                    fds.append(fd)
                 for fd in request.write:
                     selector.register(fd, selectors.EVENT_WRITE, job)
-                    fds.append(fd)
-                registered[job] = fds
+                registered[job] = request.read + request.write
             if isinstance(request, (Wait, WaitLookup)) and request.deadline is not None:
                 heapq.heappush(timers, (request.deadline, next(self._seq), job, job.token))
 
@@ -289,7 +303,7 @@ class Hub:
         job.request = None
         with self._lock:
             self._jobs.discard(job)
-        job.done.set()
+        job._running.release()
 
 
 class _Value(NamedTuple):
