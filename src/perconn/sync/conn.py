@@ -626,7 +626,7 @@ class Conn(ConnBase[Connection, OnConnect]):
         self._dialer.start(functools.partial(_dial_job, weakref.ref(self), delay, retired))
 
     def _guard(self) -> contextlib.AbstractContextManager[object]:
-        return self._cond
+        return self._lock  # (_cond's own lock: taken directly, its Python-level __enter__ skipped)
 
     def _stopped(self) -> None:
         """The lifecycle gave up (caller holds ``_lock``): the dial thread ends

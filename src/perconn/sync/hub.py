@@ -218,14 +218,16 @@ class Hub:
                         while _read_some(self._wake_r):
                             pass
                         continue
-                    seen = backlog.setdefault(key.data, set())
-                    if isinstance(seen, set):
+                    seen = backlog.setdefault(key.data, _NOTHING)
+                    if seen is _NOTHING:
+                        backlog[key.data] = {key.fd}
+                    elif isinstance(seen, set):
                         seen.add(key.fd)
                 now = time.monotonic()
                 while timers and (timers[0][2].token != timers[0][3] or timers[0][0] <= now):
                     _, _, job, token = heapq.heappop(timers)
                     if job.token == token:
-                        backlog.setdefault(job, set())
+                        backlog.setdefault(job, _NOTHING)
                 for job, answer in urgent.items():
                     backlog.pop(job, None)
                     step(job, answer)
@@ -246,7 +248,7 @@ class Hub:
             return
         if poke.outcome is None:  # a lookup finished
             if isinstance(job.request, WaitLookup):
-                ready.setdefault(job, set())
+                ready.setdefault(job, _NOTHING)
             return
         if job.request is None or isinstance(job.request, Call):  # the first step, or a Call returned
             value, error = poke.outcome
@@ -304,6 +306,11 @@ class Hub:
         with self._lock:
             self._jobs.discard(job)
         job._running.release()
+
+
+_NOTHING: frozenset[int] = frozenset()
+"""The answer to a wait that nothing ended but its deadline (or a lookup's end):
+no descriptor ready. One shared object, not a set made per timer."""
 
 
 class _Value(NamedTuple):
