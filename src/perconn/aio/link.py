@@ -134,8 +134,10 @@ class Connection(asyncio.Protocol):
 
     def _wake_reader(self) -> None:
         waiter = self._data_waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        if waiter is not None:
+            self._data_waiter, self._want = None, 1
+            if not waiter.done():  # (cancelled: its reader was)
+                waiter.set_result(None)
 
     def wake_writers(self) -> None:
         while self._drain_waiters:
@@ -147,20 +149,17 @@ class Connection(asyncio.Protocol):
         self._wake_reader()
         self.wake_writers()
 
-    async def wait_data(self, want: int = 1) -> None:
-        """Wait until more bytes arrive, *want* bytes in all are buffered if
-        more than 1 (a bulk ``readexactly``: woken once, not per chunk, and the
-        transport is not paused below it), or the connection ends."""
+    def wait_data(self, want: int = 1) -> asyncio.Future[None]:
+        """A future done when more bytes arrive, *want* bytes in all are buffered
+        if more than 1 (a bulk ``readexactly``: woken once, not per chunk, and the
+        transport is not paused below it), or the connection ends. A future, not
+        a coroutine: a read that waits makes one object, not three."""
         if self._read_paused and self.transport is not None:
             self._read_paused = False
             self.transport.resume_reading()
-        self._data_waiter = self._loop.create_future()
+        waiter = self._data_waiter = self._loop.create_future()
         self._want = want
-        try:
-            await self._data_waiter
-        finally:
-            self._data_waiter = None
-            self._want = 1
+        return waiter
 
     async def drained(self) -> None:
         """Wait once for the transport's buffer to drop below its high-water mark,
