@@ -89,17 +89,13 @@ class Job:
         # objects for the garbage collector to walk, per dialing Conn).
         self._running = threading.Lock()
         self._running.acquire()
+        self.ended = False  # the generator has ended (set on the hub thread, before the lock is released)
         self.request: Request | None = None
         self.token = 0  # counts the requests: a timer of an earlier one is stale
         self.call_thread: threading.Thread | None = None
 
     def abort(self) -> None:
         hub.poke(self, abort=True)
-
-    @property
-    def ended(self) -> bool:
-        """Whether the generator has ended."""
-        return not self._running.locked()
 
     def wait_done(self, timeout: float) -> bool:
         """Wait up to *timeout* seconds for the generator to end; whether it has."""
@@ -305,6 +301,7 @@ class Hub:
         job.request = None
         with self._lock:
             self._jobs.discard(job)
+        job.ended = True
         job._running.release()
 
 
