@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 
 Run = Callable[[Coroutine[Any, Any, Any]], Any]
+LoopFactory = Callable[[], asyncio.AbstractEventLoop]
 
 
-def run_on(loop_factory: Callable[[], asyncio.AbstractEventLoop], main: Coroutine[Any, Any, Any]) -> Any:
+def run_on(loop_factory: LoopFactory, main: Coroutine[Any, Any, Any]) -> Any:
     """asyncio.run() with a chosen loop (asyncio.Runner needs 3.11; we support 3.10)."""
     loop = loop_factory()
     try:
@@ -43,14 +44,19 @@ def uvloop_warmed_up() -> None:
 
 
 @pytest.fixture(params=["asyncio", "uvloop"])
-def run(request: pytest.FixtureRequest) -> Run:
-    """Run a coroutine to completion on a fresh loop of each kind (uvloop skipped if absent)."""
+def loop_factory(request: pytest.FixtureRequest) -> LoopFactory:
+    """What makes a fresh loop of each kind (uvloop skipped if absent)."""
     if request.param == "uvloop":
         try:
             uvloop = importlib.import_module("uvloop")
         except ImportError:
             pytest.skip("uvloop is not installed")
-        factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
-    else:
-        factory = asyncio.new_event_loop
-    return lambda main: run_on(factory, main)
+        factory: LoopFactory = uvloop.new_event_loop
+        return factory
+    return asyncio.new_event_loop
+
+
+@pytest.fixture
+def run(loop_factory: LoopFactory) -> Run:
+    """Run a coroutine to completion on a fresh loop of each kind."""
+    return lambda main: run_on(loop_factory, main)

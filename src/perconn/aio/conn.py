@@ -649,7 +649,11 @@ async def _dial_loop(ref: weakref.ref[Conn], shared: _Shared, delay: float) -> N
     loop = asyncio.get_running_loop()
     stage = _Stage()
     while True:
-        await pacing.turn(delay)  # the backoff, then in a dial storm, dials take turns: the program keeps its loop
+        try:
+            await pacing.turn(delay)  # the backoff, then in a dial storm, dials take turns: the program keeps its loop
+        except asyncio.CancelledError:  # closed (or redialing at once)
+            pacing.forget()
+            raise
         begun = begin_dial(ref)
         if begun is None:
             return

@@ -6,6 +6,10 @@ The gate is also the dials' one timer: a dial between two attempts waits on a
 single future in the gate's heap, not on an ``asyncio.sleep`` of its own (a
 coroutine, a timer handle and a context each), so ten thousand dialing
 ``Conn``\\s make little for the loop to schedule and the garbage collector to walk.
+
+The gates are kept per loop, weakly: a gate holds no reference to its loop but
+through the futures of dials in it, and drops those of cancelled dials
+(:func:`forget`), so a loop whose ``Conn``\\s were closed can be collected.
 """
 
 from __future__ import annotations
@@ -15,32 +19,44 @@ import collections
 import heapq
 import itertools
 import weakref
+from collections.abc import Awaitable, Generator
+from typing import Any
 
 from .._pacing import Pacer
 
-__all__ = ["turn"]
+__all__ = ["forget", "turn"]
+
+
+class _Now:
+    """An awaitable that is done at once: a turn taken without waiting (one
+    object for every loop: it holds none)."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return
+        yield  # (a generator that ends at once)
+
+
+_NOW = _Now()
 
 
 class Gate:
     """One loop's :class:`Pacer`, the dials asleep until their due time (a
     heap), and those due waiting for their turn (in the order they came due)."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
+    def __init__(self) -> None:
         self.pacer = Pacer()
         self.sleeping: list[tuple[float, int, asyncio.Future[None]]] = []
         self.waiting: collections.deque[asyncio.Future[None]] = collections.deque()
-        self.timer: asyncio.TimerHandle | None = None
-        self.due = 0.0  # when the timer fires
+        self.due: float | None = None  # when the timer armed last fires (None: none is armed)
         self.active = False  # a dial started since the last tick
+        self.cancelled = 0  # dials cancelled in the gate since it last dropped them
         self._seq = itertools.count()  # orders sleepers due at the same time
-        self._now: asyncio.Future[None] = loop.create_future()  # a turn taken at once
-        self._now.set_result(None)
 
-    def turn(self, delay: float) -> asyncio.Future[None]:
-        """A future done when the dial may start: at once (done already), or
-        once *delay* has passed and the dials due before it have started."""
-        loop = self.loop
+    def turn(self, loop: asyncio.AbstractEventLoop, delay: float) -> Awaitable[None]:
+        """What a dial awaits to start: done at once, or once *delay* has passed
+        and the dials due before it have started."""
         now = loop.time()
         if delay <= 0 and not self.waiting and self.pacer.admit(now):
             # The common case: no storm, no wait. The tick still runs while
@@ -48,29 +64,41 @@ class Gate:
             # behind even when nobody waits (else an allowance grown large lets
             # every dial through as it comes due, and the loop falls behind).
             self.active = True
-            self._arm(now + self.pacer.tick)
-            return self._now
+            self._arm(loop, now + self.pacer.tick)
+            return _NOW
         waiter = loop.create_future()
         if delay > 0:
             heapq.heappush(self.sleeping, (now + delay, next(self._seq), waiter))
-            self._arm(now + delay)
+            self._arm(loop, now + delay)
         else:
             self.waiting.append(waiter)
-            self._arm(now + self.pacer.tick)
-        return waiter  # (cancelled with its task: the release passes over it)
+            self._arm(loop, now + self.pacer.tick)
+        return waiter
 
-    def _arm(self, due: float) -> None:
-        """Have the timer fire by *due*."""
-        if self.timer is not None:
-            if self.due <= due:
-                return
-            self.timer.cancel()  # (rare: a sleep shorter than what is scheduled)
+    def forget(self) -> None:
+        """A dial waiting in the gate was cancelled (its ``Conn`` closed). Once
+        the cancelled are half of those in the gate, they are dropped: what is
+        left of a closed ``Conn`` must not keep its loop alive."""
+        self.cancelled += 1
+        if 2 * self.cancelled > len(self.sleeping) + len(self.waiting):
+            self.sleeping = [entry for entry in self.sleeping if not entry[2].done()]
+            heapq.heapify(self.sleeping)
+            self.waiting = collections.deque(waiter for waiter in self.waiting if not waiter.done())
+            self.cancelled = 0
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, due: float) -> None:
+        """Have the timer fire by *due*. An earlier timer is not cancelled (the
+        gate keeps no handle: it would hold the loop): it finds itself stale."""
+        if self.due is not None and self.due <= due:
+            return
         self.due = due
-        self.timer = self.loop.call_at(due, self._release, due)
+        loop.call_at(due, self._release, loop, due)
 
-    def _release(self, due: float) -> None:
-        self.timer = None
-        now = self.loop.time()
+    def _release(self, loop: asyncio.AbstractEventLoop, due: float) -> None:
+        if due != self.due:  # stale: re-armed to fire earlier, and fired then
+            return
+        self.due = None
+        now = loop.time()
         self.pacer.ran_late(now - due)
         sleeping, waiting = self.sleeping, self.waiting
         while sleeping and sleeping[0][0] <= now:
@@ -84,22 +112,31 @@ class Gate:
             else:
                 break
         if waiting or self.active:
-            self._arm(now + self.pacer.tick)
+            self._arm(loop, now + self.pacer.tick)
         elif sleeping:
-            self._arm(sleeping[0][0])
+            self._arm(loop, sleeping[0][0])
         self.active = False
 
 
 _gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Gate] = weakref.WeakKeyDictionary()
 
 
-def turn(delay: float = 0.0) -> asyncio.Future[None]:
-    """What to await to sleep *delay* seconds, then wait for this dial's turn on
-    the running loop (at once unless dials are already waiting, or this tick's
-    allowance is used up). A future, not a coroutine: a dial asleep is one
-    object in the gate's heap."""
-    loop = asyncio.get_running_loop()
+def _gate(loop: asyncio.AbstractEventLoop) -> Gate:
     gate = _gates.get(loop)
     if gate is None:
-        gate = _gates[loop] = Gate(loop)
-    return gate.turn(delay)
+        gate = _gates[loop] = Gate()
+    return gate
+
+
+def turn(delay: float = 0.0) -> Awaitable[None]:
+    """What to await to sleep *delay* seconds, then wait for this dial's turn on
+    the running loop (at once unless dials are already waiting, or this tick's
+    allowance is used up). Not a coroutine: a dial asleep is one future in the
+    gate's heap. A dial cancelled while it awaits this calls :func:`forget`."""
+    loop = asyncio.get_running_loop()
+    return _gate(loop).turn(loop, delay)
+
+
+def forget() -> None:
+    """The dial awaiting :func:`turn` on the running loop was cancelled."""
+    _gate(asyncio.get_running_loop()).forget()
