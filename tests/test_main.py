@@ -22,14 +22,27 @@ FAST = ["--retry-min", "0.02", "--retry-max", "0.1"]
 """Redial at once after a drop: the tests wait for events, not for the backoff."""
 
 
+LAUNCH = """
+import runpy, signal, sys
+ignored = sys.argv.pop(1).split(",")
+for signum in (signal.SIGINT, signal.SIGTERM):
+    signal.signal(signum, signal.SIG_IGN if signum.name in ignored else signal.SIG_DFL)
+runpy.run_module("perconn", run_name="__main__", alter_sys=True)
+"""
+"""``python -m perconn`` with SIGINT and SIGTERM as the test says (first
+argument: the names of those ignored, as ``nohup`` or a shell's background job
+leaves them), not as the test runner happened to inherit them: a runner
+started in the background ignores SIGINT, and so would every CLI it starts."""
+
+
 class Cli:
     """One ``python -m perconn`` process with pipes on all three streams; its
     standard output and standard error are collected by threads, and waited on."""
 
-    def __init__(self, args: list[str], cwd: Path, stdout: int = subprocess.PIPE) -> None:
+    def __init__(self, args: list[str], cwd: Path, stdout: int = subprocess.PIPE, ignoring: str = "") -> None:
         self.args = args
         self.proc = subprocess.Popen(
-            [sys.executable, "-X", "faulthandler", "-m", "perconn", *args],
+            [sys.executable, "-X", "faulthandler", "-c", LAUNCH, ignoring, *args],
             stdin=subprocess.PIPE,
             stdout=stdout,
             stderr=subprocess.PIPE,
@@ -116,8 +129,8 @@ def cli(tmp_path: Path) -> Iterator[Callable[..., Cli]]:
     """Start ``python -m perconn *args``; every process is killed at teardown."""
     started: list[Cli] = []
 
-    def start(*args: str, stdout: int = subprocess.PIPE) -> Cli:
-        process = Cli(list(args), tmp_path, stdout)
+    def start(*args: str, stdout: int = subprocess.PIPE, ignoring: str = "") -> Cli:
+        process = Cli(list(args), tmp_path, stdout, ignoring)
         started.append(process)
         return process
 
@@ -394,6 +407,19 @@ def test_a_signal_the_moment_it_is_connected_is_never_missed(
         run.wait_stdout(b"ping\n")
         run.proc.send_signal(signum)
         assert run.wait() == 128 + signum, run.errors
+
+
+def test_a_signal_ignored_at_start_stays_ignored(cli: Callable[..., Cli], make_server: Callable[..., Server]) -> None:
+    # As under nohup, or in a shell's background job: Ctrl-C is not for it, SIGTERM still is.
+    echo = make_server("echo")
+    run = cli(echo.address, ignoring="SIGINT")
+    run.send(b"ping\n")
+    run.wait_stdout(b"ping\n")
+    run.proc.send_signal(signal.SIGINT)
+    run.send(b"pong\n")
+    run.wait_stdout(b"ping\npong\n")  # still running: it echoed a line sent after the SIGINT
+    run.proc.send_signal(signal.SIGTERM)
+    assert run.wait() == 128 + signal.SIGTERM, run.errors
 
 
 def test_ctrl_c_while_connected(cli: Callable[..., Cli], make_server: Callable[..., Server]) -> None:
