@@ -88,6 +88,12 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         buffer = self.buffer
         buffer += data
+        # Paused above PAUSE_AT, but not below what a reader waits for: looked at
+        # before the reader is woken (which forgets its want), so a bulk read is
+        # not paused and resumed around its own bytes.
+        if len(buffer) > PAUSE_AT and len(buffer) > self._want and not self._read_paused and self.transport is not None:
+            self._read_paused = True
+            self.transport.pause_reading()
         if len(buffer) >= self._want:
             self._wake_reader()
         if not self.proven:
@@ -95,9 +101,6 @@ class Connection(asyncio.Protocol):
             conn = self._conn()
             if conn is not None and self.installed:
                 conn._proved(self)
-        if len(buffer) > PAUSE_AT and len(buffer) > self._want and not self._read_paused and self.transport is not None:
-            self._read_paused = True
-            self.transport.pause_reading()
 
     def eof_received(self) -> bool:
         self.end(peer_closed())

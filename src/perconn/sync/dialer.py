@@ -64,6 +64,12 @@ def configure(sock: socket.socket, options: list[SockOpt]) -> None:
             sock.setsockopt(level, option, value)
 
 
+def _failed(err: int) -> OSError:
+    """The error of a connect that failed with *err*, worded as the OS words it
+    (``OSError`` picks the subclass: ``ConnectionRefusedError``, ...)."""
+    return OSError(err, os.strerror(err))
+
+
 def _begin(target: Target) -> tuple[socket.socket, bool]:
     """Begin a non-blocking connect to *target*: its socket, and whether it is
     connected already (else it is in progress: poll it for ``POLLOUT``).
@@ -73,7 +79,7 @@ def _begin(target: Target) -> tuple[socket.socket, bool]:
     """
     sock, err = begin_connect(target)
     if err not in (0, errno.EINPROGRESS):
-        raise OSError(err, os.strerror(err))
+        raise _failed(err)
     return sock, not err
 
 
@@ -169,7 +175,7 @@ def race(
                 if not err:
                     return _established(sock, options)
                 sock.close()
-                contest.failed(OSError(err, os.strerror(err)))
+                contest.failed(_failed(err))
     finally:
         for sock in attempts.values():  # the losers, or every attempt (failure, timeout, abort)
             sock.close()
@@ -186,7 +192,7 @@ def _connect_one(
                 raise timed_out("connect", budget or 0.0)
             err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
             if err:
-                raise OSError(err, os.strerror(err))
+                raise _failed(err)
         except BaseException:  # failed, timed out or aborted
             sock.close()
             raise
