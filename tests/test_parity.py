@@ -157,7 +157,10 @@ def test_both_front_ends_word_a_failure_the_same(
     assert said["sync"][: len(expected)] == expected
 
 
-def test_the_asyncio_dial_error_keeps_the_loops_own_exception_as_its_cause(front: Front) -> None:
+def test_a_refused_dial_s_cause_is_the_os_error_itself_on_both_front_ends(front: Front) -> None:
+    # One exception under the DialError, worded as the OS words it: no wording
+    # of the event loop's beneath it (that would be one more object per failed
+    # dial for stats.last_error to keep and the garbage collector to walk).
     records = Records()
     logger = logging.getLogger(f"perconn.test.parity.cause.{front.name}")
     logger.propagate = False
@@ -170,8 +173,7 @@ def test_the_asyncio_dial_error_keeps_the_loops_own_exception_as_its_cause(front
     error = records.matching(logging.WARNING, perconn.DialError)[0].error  # type: ignore[attr-defined]
     cause = error.__cause__
     assert type(cause) is ConnectionRefusedError and str(cause) == "[Errno 111] Connection refused"
-    if front.name == "aio":  # asyncio's own words stay one step further down
-        assert "Connect call failed" in str(cause.__cause__)
+    assert cause.__cause__ is None
 
 
 # -- Conn(address, ...) and the stream conventions ----------------------------------

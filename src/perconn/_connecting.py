@@ -5,11 +5,12 @@ loop)."""
 from __future__ import annotations
 
 import errno
+import os
 import socket
 
 from ._lookup import Target
 
-__all__ = ["begin_connect"]
+__all__ = ["begin_connect", "connect_error"]
 
 
 def begin_connect(target: Target) -> tuple[socket.socket, int]:
@@ -36,3 +37,12 @@ def begin_connect(target: Target) -> tuple[socket.socket, int]:
     if err not in (0, errno.EINPROGRESS):
         sock.close()
     return sock, err
+
+
+def connect_error(err: int) -> OSError:
+    """The error of a connect that failed with *err*, worded as the OS words it
+    (``OSError`` picks the subclass: ``ConnectionRefusedError``, ...), by both
+    front ends alike. It is what a ``DialError``'s ``__cause__`` is, as is: a
+    wording of the event loop's of its own would be a second exception per
+    failed dial, which ``stats.last_error`` keeps and the garbage collector walks."""
+    return OSError(err, os.strerror(err))

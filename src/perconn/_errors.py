@@ -45,8 +45,9 @@ class DialError(Error):
 
     The library keeps retrying on its own; this error is what the logger is
     given, so a program can see why. The underlying exception is ``__cause__``,
-    worded as the operating system words it whichever front end dialed (the
-    event loop's own exception, if it differs, is that one's ``__cause__``).
+    worded as the operating system words it whichever front end dialed (an
+    exception worded otherwise, say asyncio's ``Connect call failed`` from an
+    ``on_connect`` hook, is that one's ``__cause__``).
 
     Attributes:
         address: the address as the user wrote it.

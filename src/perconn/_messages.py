@@ -46,10 +46,12 @@ def plain_os_error(exc: BaseException) -> BaseException:
     """The OS error *exc* stands for, worded as the operating system words it.
 
     asyncio words a refused connect ``[Errno 111] Connect call failed ('127.0.0.1', 9)``
-    and several failed addresses ``Multiple exceptions: ...``; the synchronous
-    dialer sees ``[Errno 111] Connection refused``. This returns the latter form
-    (the last errno named, as the synchronous dialer reports its last address),
-    with *exc* as its ``__cause__``; any other exception is returned unchanged.
+    and several failed addresses ``Multiple exceptions: ...`` (what an
+    ``on_connect`` hook may raise); perconn's own dialers raise
+    ``[Errno 111] Connection refused`` (:func:`perconn._connecting.connect_error`).
+    This returns the latter form (the last errno named, as a dial reports its
+    last address), with *exc* as its ``__cause__``; an error worded so already,
+    and any other exception, is returned unchanged.
     """
     if not isinstance(exc, OSError) or isinstance(exc, (socket.gaierror, TimeoutError, ssl.SSLError)):
         return exc  # (an SSLError's errno is OpenSSL's, not the OS's)

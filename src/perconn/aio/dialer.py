@@ -14,7 +14,7 @@ import errno
 import socket
 
 from .._address import Address
-from .._connecting import begin_connect
+from .._connecting import begin_connect, connect_error
 from .._eyeballs import ATTEMPT_DELAY, Race
 from .._lookup import Target
 
@@ -36,7 +36,7 @@ async def connect_first(
 
     Raises:
         OSError: every target failed (the error of the last to fail, worded
-            as ``loop.sock_connect`` words it).
+            as the OS words it: :func:`perconn._connecting.connect_error`).
     """
     if len(targets) == 1:  # nothing to race (a literal, a unix path, one address): no task of its own
         return await _attempt(loop, targets[0])
@@ -82,7 +82,8 @@ async def _attempt(loop: asyncio.AbstractEventLoop, target: Target) -> socket.so
     The socket is closed if connecting fails or the attempt is cancelled.
 
     What ``loop.sock_connect`` does, minus its trip through the loop when the
-    outcome is known at once, and worded as it words a failure.
+    outcome is known at once; a failure is worded as the OS words it (as the
+    synchronous dialer words it), not as ``sock_connect`` would.
     """
     sock, err = begin_connect(target)
     try:
@@ -90,7 +91,7 @@ async def _attempt(loop: asyncio.AbstractEventLoop, target: Target) -> socket.so
             await _writable(loop, sock.fileno())
             err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if err:
-            raise OSError(err, f"Connect call failed {target[2]}")
+            raise connect_error(err)
     except BaseException:  # the loop has stopped watching the socket by now: closing it is safe
         sock.close()
         raise

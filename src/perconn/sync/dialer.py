@@ -8,7 +8,6 @@ calling thread instead (with a wake-up file descriptor to abort it)."""
 from __future__ import annotations
 
 import errno
-import os
 import select
 import socket
 import threading
@@ -17,7 +16,7 @@ from collections.abc import Callable, Generator
 from typing import Any, TypeVar
 
 from .._address import Address
-from .._connecting import begin_connect
+from .._connecting import begin_connect, connect_error
 from .._eyeballs import ATTEMPT_DELAY, Race
 from .._lookup import Lookup, Target
 from .._sockopts import SockOpt
@@ -64,12 +63,6 @@ def configure(sock: socket.socket, options: list[SockOpt]) -> None:
             sock.setsockopt(level, option, value)
 
 
-def _failed(err: int) -> OSError:
-    """The error of a connect that failed with *err*, worded as the OS words it
-    (``OSError`` picks the subclass: ``ConnectionRefusedError``, ...)."""
-    return OSError(err, os.strerror(err))
-
-
 def _begin(target: Target) -> tuple[socket.socket, bool]:
     """Begin a non-blocking connect to *target*: its socket, and whether it is
     connected already (else it is in progress: poll it for ``POLLOUT``).
@@ -79,7 +72,7 @@ def _begin(target: Target) -> tuple[socket.socket, bool]:
     """
     sock, err = begin_connect(target)
     if err not in (0, errno.EINPROGRESS):
-        raise _failed(err)
+        raise connect_error(err)
     return sock, not err
 
 
@@ -175,7 +168,7 @@ def race(
                 if not err:
                     return _established(sock, options)
                 sock.close()
-                contest.failed(_failed(err))
+                contest.failed(connect_error(err))
     finally:
         for sock in attempts.values():  # the losers, or every attempt (failure, timeout, abort)
             sock.close()
@@ -192,7 +185,7 @@ def _connect_one(
                 raise timed_out("connect", budget or 0.0)
             err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
             if err:
-                raise _failed(err)
+                raise connect_error(err)
         except BaseException:  # failed, timed out or aborted
             sock.close()
             raise
