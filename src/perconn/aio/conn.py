@@ -220,7 +220,9 @@ class Conn(ConnBase[Connection, OnConnect]):
                 check_timeout(timeout)
             raise self._cursor.tell_writer()  # type: ignore[misc]
         link = self._link
-        if link is None or not link.writable_now() or link.buffer:
+        if (  # the hot path's test: Connection.writable_now() inline, and no unread bytes (else look first)
+            link is None or link.failure is not None or link.paused or link.buffer or link.transport.is_closing()  # type: ignore[union-attr]
+        ):
             seconds = None if timeout is None else check_timeout(timeout)
             try:
                 if seconds == 0:
