@@ -88,14 +88,17 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         buffer = self.buffer
         buffer += data
+        size, want = len(buffer), self._want
         # Paused above PAUSE_AT, but not below what a reader waits for: looked at
         # before the reader is woken (which forgets its want), so a bulk read is
         # not paused and resumed around its own bytes.
-        if len(buffer) > PAUSE_AT and len(buffer) > self._want and not self._read_paused and self.transport is not None:
+        if size > PAUSE_AT and size > want and not self._read_paused and self.transport is not None:
             self._read_paused = True
             self.transport.pause_reading()
-        if len(buffer) >= self._want:
-            self._wake_reader()
+        if size >= want and (waiter := self._data_waiter) is not None:  # _wake_reader(), inline
+            self._data_waiter, self._want = None, 1
+            if not waiter.done():  # (cancelled: its reader was)
+                waiter.set_result(None)
         if not self.proven:
             self.proven = True
             conn = self._conn()
