@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import importlib
 import logging
 import os
 import threading
@@ -38,6 +40,23 @@ class Records(logging.Handler):
     def wait_for(self, level: int, error_type: type[BaseException] | None = None, count: int = 1) -> bool:
         with self._cond:
             return self._cond.wait_for(lambda: len(self.matching(level, error_type)) >= count, 5.0)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def uvloop_warmed_up() -> None:
+    """libuv opens a pipe pair once per process, the first time a uvloop loop
+    runs, and keeps it for good: opened before any test counts descriptors
+    (every test module's, not only tests/aio's: a uvloop dial in
+    tests/test_eyeballs_dial.py run alone counted them as left open)."""
+    try:
+        uvloop = importlib.import_module("uvloop")
+    except ImportError:
+        return
+    loop = uvloop.new_event_loop()
+    try:
+        loop.run_until_complete(asyncio.sleep(0))
+    finally:
+        loop.close()
 
 
 @pytest.fixture

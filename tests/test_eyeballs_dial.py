@@ -172,16 +172,24 @@ def test_the_first_family_listening_wins_at_once(dial: Dial) -> None:
     assert got.left_open == set()
 
 
-def test_when_every_address_fails_the_last_error_is_raised(dial: Dial) -> None:
+# A link-local address without a scope: connect() fails at once with EINVAL,
+# locally (nothing leaves the machine): a failure that reads unlike a refusal.
+UNSCOPED: Target = (socket.AF_INET6, socket.IPPROTO_TCP, ("fe80::1", 9, 0, 0))
+
+
+@pytest.mark.parametrize("refused_last", [True, False], ids=["refused-last", "invalid-last"])
+def test_when_every_address_fails_the_last_error_is_raised(dial: Dial, refused_last: bool) -> None:
     before = open_fds()
-    with refusing_port("tcp6") as first, refusing_port("tcp4") as last:
-        with pytest.raises(ConnectionRefusedError) as caught:
-            dial([target(first), target(last)], ATTEMPT_DELAY)
-        assert caught.value.errno == errno.ECONNREFUSED
-        if "Connect call failed" in str(caught.value):  # asyncio's wording names the address
-            assert f"{last.rpartition(':')[2]})" in str(caught.value)
-        else:
-            assert str(caught.value) == "[Errno 111] Connection refused"
+    with refusing_port("tcp4") as refusing:
+        targets = [UNSCOPED, target(refusing)] if refused_last else [target(refusing), UNSCOPED]
+        with pytest.raises(OSError) as caught:
+            dial(targets, ATTEMPT_DELAY)
+    if refused_last:  # the OS's words, on both front ends
+        assert type(caught.value) is ConnectionRefusedError
+        assert str(caught.value) == "[Errno 111] Connection refused"
+    else:
+        assert caught.value.errno == errno.EINVAL
+        assert str(caught.value) == "[Errno 22] Invalid argument"
     assert open_fds() - before == set()
 
 

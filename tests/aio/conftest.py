@@ -32,17 +32,6 @@ def run_on(loop_factory: LoopFactory, main: Coroutine[Any, Any, Any]) -> Any:
             loop.close()
 
 
-@pytest.fixture(scope="session", autouse=True)
-def uvloop_warmed_up() -> None:
-    """libuv opens a pipe pair once per process, the first time any uvloop loop
-    runs, and keeps it for good: open it before any test counts descriptors."""
-    try:
-        uvloop = importlib.import_module("uvloop")
-    except ImportError:
-        return
-    run_on(uvloop.new_event_loop, asyncio.sleep(0))
-
-
 @pytest.fixture(params=["asyncio", "uvloop"])
 def loop_factory(request: pytest.FixtureRequest) -> LoopFactory:
     """What makes a fresh loop of each kind (uvloop skipped if absent)."""
