@@ -16,6 +16,7 @@ from servers import Server, refusing_port, scaled, wait_until
 import perconn
 import perconn.sync
 from perconn.sync.conn import CLOSE_BUDGET
+from perconn.sync.hub import JobGen, hub
 
 MANY = 1000
 
@@ -170,3 +171,36 @@ def test_a_thousand_conns_come_back_after_a_server_restart_and_leave_nothing(ech
         for conn in conns:
             conn.close()
     leaks.assert_none(timeout=scaled(2))
+
+
+class _Aborted(Exception):
+    pass
+
+
+def test_a_sleep_is_a_bare_deadline_resumed_once_due_or_aborted_at_once(leaks: Leaks) -> None:
+    # A sleep (what most jobs of a storm wait on) is yielded as a float, no
+    # object: it is resumed with an empty set no sooner than its deadline, and
+    # an abort throws in at once, however far off the deadline is.
+    resumed: list[tuple[float, object]] = []
+    ended: list[str] = []
+
+    def sleeper(until: float) -> JobGen:
+        answer = yield until
+        resumed.append((time.monotonic(), answer))
+
+    def long_sleeper() -> JobGen:
+        try:
+            yield time.monotonic() + 3600.0
+        except _Aborted:
+            ended.append("aborted")
+
+    due = time.monotonic() + 0.05
+    short = hub.start(sleeper(due), _Aborted)
+    long = hub.start(long_sleeper(), _Aborted)
+    assert short.wait_done(scaled(5))
+    assert resumed[0][0] >= due and resumed[0][1] == frozenset()
+    assert not long.wait_done(0.0)
+    long.abort()
+    assert long.wait_done(scaled(5)) and ended == ["aborted"]
+    hub.join_if_idle(scaled(5))
+    leaks.assert_none()

@@ -35,7 +35,7 @@ from .._reading import DEFAULT_LIMIT, Cursor, Frame, exactly, until
 from .._sockopts import SockOpt, tcp_options
 from .._validate import check_bytes, check_count, check_separator, check_size, check_timeout, timed_out
 from .dialer import DialAborted, Dialer, Step, lookup_targets, race
-from .hub import Call, JobGen, Wait
+from .hub import Call, JobGen
 from .link import MAX_CHUNK, Connection, Link
 from .tls import TLSConnection, handshake
 
@@ -707,13 +707,13 @@ def _dial_job(ref: weakref.ref[Conn], delay: float, retired: Connection | None, 
             break
         del conn
         with contextlib.suppress(DialAborted):
-            yield Wait((), (), time.monotonic() + RETIRE_POLL)
+            yield time.monotonic() + RETIRE_POLL  # (a Sleep)
     conn = None
     while True:
         if delay > 0:
             dialer.sleeping = True  # close() need not wait for the job now: it holds nothing open
             try:
-                yield Wait((), (), time.monotonic() + delay)
+                yield time.monotonic() + delay  # (a Sleep)
             except DialAborted:  # closing (begin_dial says so) or reconnect(): dial now
                 dialer.drain()
             dialer.sleeping = False  # (before begin_dial looks at whether it is closed)

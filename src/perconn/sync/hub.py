@@ -2,8 +2,8 @@
 
 Every dialing :class:`~perconn.sync.Conn` is a *job*: a generator that yields
 what it waits for (:class:`Wait`: sockets to become readable or writable, or a
-deadline; :class:`Lookup`: a name lookup to finish; :class:`Call`: user code to
-run) and is resumed with the answer. One thread, the hub, runs them all with one
+deadline; :data:`Sleep`: a deadline alone; :class:`Lookup`: a name lookup to
+finish; :class:`Call`: user code to run) and is resumed with the answer. One thread, the hub, runs them all with one
 ``selectors`` loop and one timer heap, so a thousand dialing ``Conn``\\s cost one
 thread, not a thousand. Code that may block runs in a thread of its own, one per
 job at most and only while it runs: an ``on_connect`` hook (and the queued writes
@@ -69,7 +69,12 @@ class Call(NamedTuple):
     name: str
 
 
-Request = Wait | WaitLookup | Call
+Sleep = float
+"""Sleep until this monotonic time (resumed with an empty set): a :class:`Wait`
+with no descriptor, made as no object. In a dial storm the sleeping dials are
+most of what the hub holds; a float is not one for the garbage collector to walk."""
+
+Request = Sleep | Wait | WaitLookup | Call
 JobGen = Generator[Request, Any, None]
 
 
@@ -183,6 +188,9 @@ class Hub:
             request = job.request
             if request is None:  # it ended
                 return
+            if isinstance(request, Sleep):  # (the most of a storm: first)
+                heapq.heappush(timers, (request, next(self._seq), job, job.token))
+                return
             if isinstance(request, Wait) and (request.read or request.write):  # (a sleep registers nothing)
                 for fd in request.read:
                     selector.register(fd, selectors.EVENT_READ, job)
@@ -239,7 +247,7 @@ class Hub:
         job = poke.job
         if poke.abort:
             job.abort_pending = True
-            if isinstance(job.request, (Wait, WaitLookup)):
+            if isinstance(job.request, (Sleep, Wait, WaitLookup)):
                 ready[job] = job._aborted()
             return
         if poke.outcome is None:  # a lookup finished
