@@ -42,7 +42,7 @@ def begin_connect(target: Target) -> tuple[socket.socket, int]:
 def connect_error(err: int) -> OSError:
     """The error of a connect that failed with *err*, worded as the OS words it
     (``OSError`` picks the subclass: ``ConnectionRefusedError``, ...), by both
-    front ends alike. It is what a ``DialError``'s ``__cause__`` is, as is: a
-    wording of the event loop's of its own would be a second exception per
-    failed dial, which ``stats.last_error`` keeps and the garbage collector walks."""
+    front ends alike. It is a ``DialError``'s ``__cause__`` as is: an imitation
+    of the event loop's wording beneath it would be a second exception per
+    failed dial, for ``stats.last_error`` to keep and the garbage collector to walk."""
     return OSError(err, os.strerror(err))
