@@ -27,7 +27,9 @@ class Outbox:
         self.limit = limit
         self.size = 0  # bytes queued
         self.dropped_writes = 0
-        self._queue: deque[bytes] = deque()
+        # No deque until a write is queued (an empty one is 760 bytes, in every
+        # Conn, and most never queue a write): the empty tuple stands for it.
+        self._queue: deque[bytes] | tuple[()] = ()
 
     def __len__(self) -> int:
         return len(self._queue)
@@ -42,6 +44,8 @@ class Outbox:
 
     def put(self, data: bytes) -> None:
         """Queue *data*, which :meth:`fits`."""
+        if not isinstance(self._queue, deque):
+            self._queue = deque()
         self._queue.append(data)
         self.size += len(data)
 
@@ -65,8 +69,9 @@ class Outbox:
         """*data*, the :meth:`head` write, was handed to a connection (all of it,
         or part before the connection failed): it leaves the queue for good.
         (Nothing happens if :meth:`discard` emptied the queue meanwhile.)"""
-        if self._queue and self._queue[0] is data:
-            self.size -= len(self._queue.popleft())
+        queue = self._queue
+        if isinstance(queue, deque) and queue and queue[0] is data:
+            self.size -= len(queue.popleft())
 
     def refused(self) -> None:
         """A write ended with nothing sent (no room, no connection, in time)."""
@@ -75,7 +80,7 @@ class Outbox:
     def discard(self) -> tuple[int, int]:
         """Drop everything queued (``close()``); return (writes, bytes) dropped."""
         writes, nbytes = len(self._queue), self.size
-        self._queue.clear()
+        self._queue = ()
         self.size = 0
         self.dropped_writes += writes
         return writes, nbytes

@@ -93,7 +93,6 @@ class Conn(ConnBase[Connection, OnConnect]):
         self._opts = options
         self._link: Connection | None = None  # the connection writes go to; None while dialing
         self._cursor: Cursor[Connection] = Cursor()
-        self._up = asyncio.Event()  # set while connected or closed
         self._rlock = Turn()  # readers take turns
         self._closing: asyncio.Future[None] | None = None
         self._dialer: asyncio.Task[None] | None = None
@@ -296,7 +295,6 @@ class Conn(ConnBase[Connection, OnConnect]):
     async def _shut(self) -> None:
         """Release everything of a closed ``Conn``: wake every call, end the dial
         task, close the transports."""
-        self._up.set()
         self._changed.fire()
         links = {link for link in (self._link, self._cursor.reading, self._cursor.owed) if link is not None}
         self._link = None
@@ -362,7 +360,7 @@ class Conn(ConnBase[Connection, OnConnect]):
             link = self._link
             if link is not None:
                 return link
-            await self._up.wait()
+            await self._changed.wait()  # (a connection came up, or it closed: looked at again)
 
     async def _writable(self, data: bytes | memoryview) -> Connection | None:
         """The live connection once its transport has room; or None once *data*
@@ -432,7 +430,7 @@ class Conn(ConnBase[Connection, OnConnect]):
             link = self._cursor.pick(self._link, self._discarded)
             if link is not None:
                 return link
-            await self._up.wait()
+            await self._changed.wait()  # (a connection came up, or it closed: looked at again)
 
     # -- reading --------------------------------------------------------------
 
@@ -473,7 +471,6 @@ class Conn(ConnBase[Connection, OnConnect]):
         assert link.failure is not None
         self._cursor.ending(link)
         self._link = None
-        self._up.clear()
         error = ConnectionIOError(link.failed_op, link.failure, address=link.address)
         step = self._life.dropped(error, time.monotonic(), at_once=at_once)
         step.log(self._opts.logger)
@@ -496,7 +493,6 @@ class Conn(ConnBase[Connection, OnConnect]):
         self._dialer = None
         self._closing = self._loop.create_future()
         self._closing.set_result(None)
-        self._up.set()
         self._changed.fire()
 
     def _install(self, link: Connection) -> bool | None:
@@ -512,7 +508,6 @@ class Conn(ConnBase[Connection, OnConnect]):
         self._dialer = None
         proven = link.proven or self._opts.on_connect is not None
         step = self._life.established(time.monotonic(), proven=proven)
-        self._up.set()
         self._changed.fire()
         step.log(self._opts.logger)
         if link.failure is not None:  # it ended between its handshake and now
