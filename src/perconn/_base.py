@@ -107,15 +107,16 @@ class ConnBase(Generic[LinkT, HookT]):
     def _begin_dial(self) -> tuple[Address, float | None, int] | None:
         """The address of the next dial, its budget and the generation it would
         have, or None to stop (closed, or ``give_up_after`` ran out: then it gives up)."""
+        life = self._life
         with self._guard():
-            if self._closed:
+            if life.closed:
                 return None
             now = time.monotonic()
-            step = self._life.expired(now)
+            step = life.expired(now)
             if step is None:
-                return (*self._life.begin_dial(now), self._life.generation + 1)
+                return (*life.begin_dial(now), life.generation + 1)
             self._stopped()
-            discarded = self._life.outbox.discard()
+            discarded = life.outbox.discard()
         self._queued_discarded(*discarded, why="gave up")  # before the records of giving up: they come last
         step.log(self._opts.logger)
         return None
@@ -123,15 +124,16 @@ class ConnBase(Generic[LinkT, HookT]):
     def _dial_failed(self, exc: BaseException) -> float | None:
         """Record and log a failed dial; return the delay before the next one, or
         None to stop (closed, or gave up)."""
+        life = self._life
         with self._guard():
-            if self._closed:
+            if life.closed:
                 return None
-            step = self._life.dial_failed(DialError(self._life.dialing.text, exc), time.monotonic())
-            discarded = (0, 0)
+            step = life.dial_failed(DialError(life.dialing.text, exc), time.monotonic())
             if step.delay is None:
                 self._stopped()
-                discarded = self._life.outbox.discard()
-        self._queued_discarded(*discarded, why="gave up")
+                discarded = life.outbox.discard()
+        if step.delay is None:
+            self._queued_discarded(*discarded, why="gave up")
         step.log(self._opts.logger)
         return step.delay
 

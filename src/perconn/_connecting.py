@@ -5,10 +5,10 @@ loop)."""
 from __future__ import annotations
 
 import errno
-import os
 import socket
 
 from ._lookup import Target
+from ._messages import strerror
 
 __all__ = ["begin_connect", "connect_error"]
 
@@ -45,4 +45,4 @@ def connect_error(err: int) -> OSError:
     front ends alike. It is a ``DialError``'s ``__cause__`` as is: an imitation
     of the event loop's wording beneath it would be a second exception per
     failed dial, for ``stats.last_error`` to keep and the garbage collector to walk."""
-    return OSError(err, os.strerror(err))
+    return OSError(err, strerror(err))

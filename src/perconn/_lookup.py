@@ -97,25 +97,27 @@ class Resolver:
     """One ``Conn``'s lookups: at most one pending per name; a dial reuses it."""
 
     def __init__(self) -> None:
-        self._pending: dict[Address, Lookup] = {}
-        self._literal: dict[Address, list[Target] | None] = {}  # None: a name, looked up on every dial
+        # Both by the address's text, which it is parsed from: a str keeps its hash,
+        # where a dataclass hashes its fields anew on every dial.
+        self._pending: dict[str, Lookup] = {}
+        self._literal: dict[str, list[Target] | None] = {}  # None: a name, looked up on every dial
 
     def lookup(self, address: Address) -> Lookup | list[Target]:
         """The targets of *address* at once (a literal needs no lookup: they are
         worked out once), or the :class:`Lookup` to wait for: the pending one for
         *address*, if any."""
         try:
-            literal = self._literal[address]
+            literal = self._literal[address.text]
         except KeyError:
-            literal = self._literal[address] = resolve(address) if is_literal(address) else None
+            literal = self._literal[address.text] = resolve(address) if is_literal(address) else None
         if literal is not None:
             return literal
-        pending = self._pending.get(address)
+        pending = self._pending.get(address.text)
         if pending is None:
-            pending = self._pending[address] = Lookup(address)
+            pending = self._pending[address.text] = Lookup(address)
         return pending
 
     def finished(self, lookup: Lookup) -> None:
         """*lookup*'s result was used: the next dial looks up afresh."""
-        if self._pending.get(lookup.address) is lookup:
-            del self._pending[lookup.address]
+        if self._pending.get(lookup.address.text) is lookup:
+            del self._pending[lookup.address.text]

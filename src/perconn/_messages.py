@@ -8,6 +8,7 @@ writes them (``0.3 s``).
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import socket
@@ -26,10 +27,16 @@ __all__ = [
     "io_failed",
     "not_connected",
     "plain_os_error",
+    "strerror",
     "timed_out",
 ]
 
 _ERRNO = re.compile(r"\[Errno (\d+)\]")
+
+strerror = functools.cache(os.strerror)
+"""``os.strerror``, remembered: a dial storm asks for the text of one errno
+thousands of times a second (a program that changes ``LC_MESSAGES`` later keeps
+the first wording)."""
 
 
 def duration(seconds: float) -> str:
@@ -63,7 +70,7 @@ def plain_os_error(exc: BaseException) -> BaseException:
         code = int(found[-1])
     if code <= 0:
         return exc
-    text = os.strerror(code)
+    text = strerror(code)
     if exc.errno == code and exc.strerror == text and not exc.filename:
         return exc
     plain = OSError(code, text)  # OSError(errno, ...) builds the matching subclass (ConnectionRefusedError, ...)

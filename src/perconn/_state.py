@@ -41,6 +41,7 @@ import enum
 import random as _random
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 from ._address import Address
 from ._backoff import Backoff
@@ -56,25 +57,38 @@ LAST_DIAL_MIN = 0.02
 ``give_up_after`` deadline; the ``Conn`` gives up there instead."""
 
 
-@dataclass(frozen=True)
-class Step:
+def _quiet(logger: LoggerLike) -> None:
+    """The log of an event reported after close: nothing."""
+
+
+class Step(NamedTuple):
     """What a front end does after an event.
 
     Attributes:
         delay: seconds to wait before the next dial; None: dial no more (the
             machine is connected, closed or gave up).
-        log: emits the event's log records; call it outside any lock.
+        record: the function of :mod:`perconn._log` that tells of the event,
+            called by :meth:`log` as ``record(logger, *args)``. (A function and
+            its arguments, not a closure: a dial storm makes one Step per
+            failed dial, and a closure is three objects more.)
+        args: its arguments after the logger.
     """
 
     delay: float | None
-    log: Callable[[LoggerLike], None]
+    record: Callable[..., None] = _quiet
+    args: tuple[Any, ...] = ()
+
+    def log(self, logger: LoggerLike) -> None:
+        """Emit the event's log records; call it outside any lock."""
+        self.record(logger, *self.args)
 
 
-def _quiet(logger: LoggerLike) -> None:
-    """The log of an event reported after close: nothing."""
+def _log_failed_then_gave_up(logger: LoggerLike, error: DialError, attempt: int, gave_up: GaveUpError) -> None:
+    log_dial_failed(logger, error, attempt, None)
+    log_gave_up(logger, gave_up)
 
 
-_IGNORED = Step(None, _quiet)
+_IGNORED = Step(None)
 
 
 class Phase(enum.Enum):
@@ -210,8 +224,7 @@ class Lifecycle:
         if now < deadline - LAST_DIAL_MIN:
             return None
         why = f"gave up: not connected within give_up_after={self._give_up_after!r} seconds; last: {self.last_error}"
-        gave_up = self._give_up(why, self.last_error, now)
-        return Step(None, lambda logger: log_gave_up(logger, gave_up))
+        return Step(None, log_gave_up, (self._give_up(why, self.last_error, now),))
 
     @property
     def dialing(self) -> Address:
@@ -252,7 +265,7 @@ class Lifecycle:
         self._next += 1
         if self._next < len(self._addresses) and not isinstance(error.__cause__, GaveUpError):
             following = self.dialing.text  # the round goes on with the next address
-            return Step(0.0, lambda logger: log_dial_failed(logger, error, attempt, 0.0, following))
+            return Step(0.0, log_dial_failed, (error, attempt, 0.0, following))
         self._next = 0
         self.attempts += 1
         self._failed_dials += 1
@@ -262,18 +275,12 @@ class Lifecycle:
             telling = previous
         why = self._give_up_reason(telling, now)
         if why is not None:
-            gave_up = self._give_up(why, telling, now)
-
-            def log(logger: LoggerLike) -> None:
-                log_dial_failed(logger, error, attempt, None)
-                log_gave_up(logger, gave_up)
-
-            return Step(None, log)
+            return Step(None, _log_failed_then_gave_up, (error, attempt, self._give_up(why, telling, now)))
         delay = self._next_failure_delay()
         deadline = self._deadline()
         if deadline is not None and now + delay >= deadline:
             delay = max(0.0, deadline - now)  # the sleep ends at the deadline, and there it gives up
-        return Step(delay, lambda logger: log_dial_failed(logger, error, attempt, delay))
+        return Step(delay, log_dial_failed, (error, attempt, delay))
 
     def established(self, now: float, *, proven: bool = False) -> Step:
         """The dial (and its hook) to :attr:`dialing` succeeded at *now*; the new
@@ -291,8 +298,7 @@ class Lifecycle:
         self.generation += 1
         self._established_at = now
         self._proven = proven
-        generation, attempts = self.generation, self.attempts
-        return Step(None, lambda logger: log_connected(logger, address.text, generation, attempts))
+        return Step(None, log_connected, (address.text, self.generation, self.attempts))
 
     def proved(self) -> None:
         """The current connection received bytes from the peer: it proved itself."""
@@ -316,8 +322,7 @@ class Lifecycle:
             delay = 0.0 if at_once else self.backoff.redial_delay(self._random())
         else:
             delay = self._next_failure_delay()
-        generation = self.generation
-        return Step(delay, lambda logger: log_dropped(logger, error, generation, delay))
+        return Step(delay, log_dropped, (error, self.generation, delay))
 
     def redial_now(self) -> None:
         """While dialing: the program asked to dial at once (``reconnect()``); the

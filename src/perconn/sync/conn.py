@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import socket
 import threading
 import time
 import warnings
@@ -669,16 +670,44 @@ def _dial_once(
     generation: int,
 ) -> Step[tuple[Connection, float | None]]:
     """One dial of *address*: look it up, connect, complete TLS (with ``ssl``);
-    returns the connection and the dial's deadline (``on_connect`` runs within
-    it too). *budget* bounds them together. Raises what failed."""
+    the step returns the connection and the dial's deadline (``on_connect`` runs
+    within it too). *budget* bounds them together. The step raises what failed;
+    a connect to a literal address that fails at once raises from this call,
+    before any step is made (see :func:`race`)."""
     deadline = None if budget is None else time.monotonic() + budget
     found = resolver.lookup(address)
     if isinstance(found, Lookup):
-        targets = yield from lookup_targets(found, deadline, budget)
-        resolver.finished(found)
-    else:
-        targets = found
-    sock = yield from race(address, targets, deadline, budget, options)
+        return _looked_up(opts, resolver, options, address, budget, generation, deadline, found)
+    return _connected(opts, address, generation, deadline, budget, race(address, found, deadline, budget, options))
+
+
+def _looked_up(
+    opts: Options,
+    resolver: Resolver,
+    options: list[SockOpt],
+    address: Address,
+    budget: float | None,
+    generation: int,
+    deadline: float | None,
+    lookup: Lookup,
+) -> Step[tuple[Connection, float | None]]:
+    """:func:`_dial_once` of a name: wait for *lookup*, then connect."""
+    targets = yield from lookup_targets(lookup, deadline, budget)
+    resolver.finished(lookup)
+    connecting = race(address, targets, deadline, budget, options)
+    return (yield from _connected(opts, address, generation, deadline, budget, connecting))
+
+
+def _connected(
+    opts: Options,
+    address: Address,
+    generation: int,
+    deadline: float | None,
+    budget: float | None,
+    connecting: Step[socket.socket],
+) -> Step[tuple[Connection, float | None]]:
+    """:func:`_dial_once` once *connecting* (begun): its socket, then TLS (with ``ssl``)."""
+    sock = yield from connecting
     if opts.ssl is None:
         return Connection(sock, address.text, generation, time.monotonic()), deadline
     try:

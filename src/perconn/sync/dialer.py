@@ -135,12 +135,31 @@ def race(
     *deadline* (monotonic; None: no bound) ends the connecting, all targets
     together; *budget* is the dial's, for the message.
 
+    A single target (a literal, a unix path, one address: nothing to race) is
+    begun by this call, before any step is made: a connect refused at once (a
+    dial storm is mostly these) raises from here, through no generator.
+
     Raises:
         OSError: every target failed (the error of the last to fail);
             ``TimeoutError`` when *deadline* came first.
     """
-    if len(targets) == 1:  # nothing to race (a literal, a unix path, one address)
-        return (yield from _connect_one(targets[0], deadline, budget, options))
+    if len(targets) == 1:
+        sock, connected = _begin(targets[0])
+        if connected:
+            return _done(_established(sock, options))
+        return _connecting(sock, deadline, budget, options)
+    return _race(address, targets, deadline, budget, options, delay)
+
+
+def _race(
+    address: Address,
+    targets: list[Target],
+    deadline: float | None,
+    budget: float | None,
+    options: list[SockOpt],
+    delay: float,
+) -> Step[socket.socket]:
+    """:func:`race` of several targets."""
     contest = Race(address, targets, delay)
     attempts: dict[int, socket.socket] = {}  # by descriptor: the connects in progress
     try:
@@ -174,22 +193,27 @@ def race(
             sock.close()
 
 
-def _connect_one(
-    target: Target, deadline: float | None, budget: float | None, options: list[SockOpt]
+def _connecting(
+    sock: socket.socket, deadline: float | None, budget: float | None, options: list[SockOpt]
 ) -> Step[socket.socket]:
-    """:func:`race` of a single target: its connect, waited for until *deadline*."""
-    sock, connected = _begin(target)
-    if not connected:
-        try:
-            if not (yield Wait((), (sock.fileno(),), deadline)):
-                raise timed_out("connect", budget or 0.0)
-            err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-            if err:
-                raise connect_error(err)
-        except BaseException:  # failed, timed out or aborted
-            sock.close()
-            raise
+    """:func:`race` of a single target: its connect (*sock*, in progress), waited
+    for until *deadline*."""
+    try:
+        if not (yield Wait((), (sock.fileno(),), deadline)):
+            raise timed_out("connect", budget or 0.0)
+        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            raise connect_error(err)
+    except BaseException:  # failed, timed out or aborted
+        sock.close()
+        raise
     return _established(sock, options)
+
+
+def _done(value: T) -> Step[T]:
+    """A step that is done at once, with *value*."""
+    return value
+    yield  # (what makes it a generator)
 
 
 def run_blocking(step: Step[T], wake_fd: int = -1) -> T:

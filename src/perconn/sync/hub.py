@@ -24,8 +24,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import functools
-import heapq
-import itertools
 import os
 import selectors
 import threading
@@ -34,6 +32,7 @@ from collections.abc import Callable, Generator
 from typing import Any, NamedTuple
 
 from .._lookup import Lookup
+from .timers import Timers
 
 __all__ = ["Call", "Hub", "Job", "JobGen", "Request", "Wait", "WaitLookup", "hub"]
 
@@ -126,7 +125,6 @@ class Hub:
         self._thread: threading.Thread | None = None
         self._ending: threading.Thread | None = None  # the latest thread (it ends once it has no job)
         self._wake_r, self._wake_w = -1, -1
-        self._seq = itertools.count()
 
     # -- from any thread --------------------------------------------------------
 
@@ -173,7 +171,7 @@ class Hub:
     def _run(self) -> None:
         selector = selectors.DefaultSelector()
         selector.register(self._wake_r, selectors.EVENT_READ)
-        timers: list[tuple[float, int, Job, int]] = []
+        timers: Timers[Job] = Timers()
         registered: dict[Job, tuple[int, ...]] = {}
         # Ready jobs a slice had no time for, oldest first (an OrderedDict: taking
         # the oldest of a plain dict scans the entries deleted before it).
@@ -189,7 +187,7 @@ class Hub:
             if request is None:  # it ended
                 return
             if isinstance(request, Sleep):  # (the most of a storm: first)
-                heapq.heappush(timers, (request, next(self._seq), job, job.token))
+                timers.add(request, job)
                 return
             if isinstance(request, Wait) and (request.read or request.write):  # (a sleep registers nothing)
                 for fd in request.read:
@@ -198,7 +196,7 @@ class Hub:
                     selector.register(fd, selectors.EVENT_WRITE, job)
                 registered[job] = request.read + request.write
             if isinstance(request, (Wait, WaitLookup)) and request.deadline is not None:
-                heapq.heappush(timers, (request.deadline, next(self._seq), job, job.token))
+                timers.add(request.deadline, job)
 
         try:
             while True:
@@ -214,9 +212,8 @@ class Hub:
                     self._on_poke(poke, urgent)
                 timeout: float | None = 0.0
                 if not urgent and not backlog:
-                    while timers and timers[0][2].token != timers[0][3]:
-                        heapq.heappop(timers)  # stale: the job has moved on
-                    timeout = None if not timers else max(0.0, timers[0][0] - time.monotonic())
+                    due = timers.next_due()
+                    timeout = None if due is None else max(0.0, due - time.monotonic())
                 for key, _ in selector.select(timeout):
                     if key.fileobj == self._wake_r:
                         while _read_some(self._wake_r):
@@ -227,11 +224,8 @@ class Hub:
                         backlog[key.data] = {key.fd}
                     elif isinstance(seen, set):
                         seen.add(key.fd)
-                now = time.monotonic()
-                while timers and (timers[0][2].token != timers[0][3] or timers[0][0] <= now):
-                    _, _, job, token = heapq.heappop(timers)
-                    if job.token == token:
-                        backlog.setdefault(job, _NOTHING)
+                for job in timers.pop_due(time.monotonic()):
+                    backlog.setdefault(job, _NOTHING)
                 for job, answer in urgent.items():
                     backlog.pop(job, None)
                     step(job, answer)
