@@ -12,6 +12,10 @@ from ._messages import strerror
 
 __all__ = ["begin_connect", "connect_error"]
 
+_NONBLOCK: int = getattr(socket, "SOCK_NONBLOCK", 0)
+"""Made non-blocking by ``socket()`` itself where the OS can (Linux): one system
+call per dial fewer than ``setblocking(False)`` after it."""
+
 
 def begin_connect(target: Target) -> tuple[socket.socket, int]:
     """A non-blocking socket connecting to *target*, and the outcome so far: 0
@@ -25,9 +29,10 @@ def begin_connect(target: Target) -> tuple[socket.socket, int]:
         OSError: no socket could be made.
     """
     family, proto, sockaddr = target
-    sock = socket.socket(family, socket.SOCK_STREAM, proto)
+    sock = socket.socket(family, socket.SOCK_STREAM | _NONBLOCK, proto)
     try:
-        sock.setblocking(False)
+        if not _NONBLOCK:
+            sock.setblocking(False)
         err = sock.connect_ex(sockaddr)
         if err in (errno.EINPROGRESS, errno.EAGAIN):
             err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) or errno.EINPROGRESS
