@@ -3,12 +3,13 @@
 Every dialing :class:`~perconn.sync.Conn` is a *job*: a generator that yields
 what it waits for (:class:`Wait`: sockets to become readable or writable, or a
 deadline; :data:`Sleep`: a deadline alone; :class:`WaitLookup`: a name lookup
-to finish; :class:`Call`: user code to run) and is resumed with the answer. One
-thread, the hub, runs them all with one ``selectors`` loop and one timer heap,
-so a thousand dialing ``Conn``\\s cost one thread, not a thousand. Code that
-may block runs in a thread of its own, one per job at most and only while it
-runs: an ``on_connect`` hook (and the queued writes that follow it). Name
-lookups run in their own daemon threads (:mod:`perconn._lookup`), as before.
+to finish; :class:`Call`: user code to run) and is resumed with the answer.
+One thread, the hub, runs them all with one ``selectors`` loop and one set of
+deadlines (:mod:`perconn.sync.timers`), so a thousand dialing ``Conn``\\s
+cost one thread, not a thousand. Code that may block runs in a thread of its
+own, one per job at most and only while it runs: an ``on_connect`` hook (and
+the queued writes that follow it). Name lookups run in their own daemon
+threads (:mod:`perconn._lookup`), as before.
 
 A job is aborted (:class:`~perconn.sync.dialer.DialAborted` is thrown in at its
 current wait, or at its next one) when its ``Conn`` closes or redials at once.
