@@ -677,25 +677,24 @@ def _dial_once(
     deadline = None if budget is None else time.monotonic() + budget
     found = resolver.lookup(address)
     if isinstance(found, Lookup):
-        return _looked_up(opts, resolver, options, address, budget, generation, deadline, found)
-    return _connected(opts, address, generation, deadline, budget, race(address, found, deadline, budget, options))
+        connecting = _race_found(resolver, found, address, deadline, budget, options)
+    else:
+        connecting = race(address, found, deadline, budget, options)
+    return _connected(opts, address, generation, deadline, budget, connecting)
 
 
-def _looked_up(
-    opts: Options,
+def _race_found(
     resolver: Resolver,
-    options: list[SockOpt],
-    address: Address,
-    budget: float | None,
-    generation: int,
-    deadline: float | None,
     lookup: Lookup,
-) -> Step[tuple[Connection, float | None]]:
-    """:func:`_dial_once` of a name: wait for *lookup*, then connect."""
+    address: Address,
+    deadline: float | None,
+    budget: float | None,
+    options: list[SockOpt],
+) -> Step[socket.socket]:
+    """:func:`race` of what *lookup* finds, once it has."""
     targets = yield from lookup_targets(lookup, deadline, budget)
     resolver.finished(lookup)
-    connecting = race(address, targets, deadline, budget, options)
-    return (yield from _connected(opts, address, generation, deadline, budget, connecting))
+    return (yield from race(address, targets, deadline, budget, options))
 
 
 def _connected(
