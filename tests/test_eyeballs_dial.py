@@ -28,6 +28,7 @@ from servers import blackhole, open_fds, refusing_port, scaled, wait_until
 
 import perconn.aio.dialer
 import perconn.sync.dialer
+import perconn.sync.hub
 from perconn._address import parse_address
 from perconn._eyeballs import ATTEMPT_DELAY
 from perconn._lookup import Target
@@ -216,6 +217,28 @@ def test_a_unix_socket_target_connects(dial: Dial, tmp_path: Path) -> None:
 
 
 # -- ending a race from outside ----------------------------------------------------
+
+
+def test_sync_a_lone_target_refused_at_once_raises_from_race_itself_and_leaves_nothing_open() -> None:
+    # A dial storm is mostly these: the refusal comes from the call, before any step is made.
+    with refusing_port() as refused:
+        before = open_fds()
+        with pytest.raises(ConnectionRefusedError) as raised:
+            perconn.sync.dialer.race(ADDRESS, [target(refused)], None, None, [])
+        assert raised.value.errno == errno.ECONNREFUSED and raised.value.__cause__ is None
+        assert open_fds() - before == set()
+
+
+def test_sync_a_lone_target_in_progress_is_a_step_that_closes_its_socket_when_abandoned() -> None:
+    with blackhole() as silent:
+        before = open_fds()
+        step = perconn.sync.dialer.race(ADDRESS, [target(silent)], None, None, [])
+        waiting = next(step)  # begun: it waits for the socket to become writable
+        assert isinstance(waiting, perconn.sync.hub.Wait) and len(waiting.write) == 1
+        assert len(open_fds() - before) == 1
+        with pytest.raises(DialAborted):
+            step.throw(DialAborted())
+        assert open_fds() - before == set()
 
 
 def test_sync_waking_the_dialer_aborts_the_race_and_closes_every_attempt() -> None:
