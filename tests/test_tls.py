@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import ssl
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,8 @@ from tls import CERTS, FAMILIES, UNIX_NAME, TlsServer, pki
 import perconn
 import perconn.aio
 import perconn.sync
+from perconn.aio.conn import _tls_over
+from perconn.aio.link import Connection
 
 FAST: dict[str, Any] = {"retry_min": 0.02, "retry_max": 0.2}
 QUIET: dict[str, Any] = {"retry_min": 0.05, "retry_max": 0.05, "jitter": False}
@@ -671,3 +675,42 @@ def test_reads_follow_writes_over_tls(
         assert conn.generation == 2
     (discard,) = [r for r in records.matching(logging.WARNING) if "discarded" in r.getMessage()]
     assert "discarded 3 unread bytes of connection 1" in discard.getMessage()
+
+
+def test_aio_a_tls_dial_cancelled_as_its_handshake_completes_leaves_its_descriptor_free(
+    tls_server: TlsServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A close() cancels the dial wherever it is; here, in the loop iteration where the handshake
+    # completed, before the dial resumes (asyncio's SSLProtocol patched to cancel it there). The
+    # dial's socket is then closed, as _dial_once does, and the next socket, given the same
+    # descriptor number, must be usable on the loop: no transport of the cancelled dial may still
+    # be open on it (else "File descriptor N is used by transport": seen once in 20 runs of the
+    # suite, every later dial failing so).
+    host, _, port = tls_server.address.rpartition(":")
+    tls = {"ssl": pki().client_context(), "server_hostname": "localhost", "ssl_handshake_timeout": scaled(5)}
+    nobody: Any = weakref.ref(set())  # (the Conn a Connection reports to: gone)
+    dials: list[asyncio.Task[Connection]] = []
+    completed = asyncio.sslproto.SSLProtocol._on_handshake_complete  # type: ignore[attr-defined]
+
+    def complete_then_cancel(protocol: Any, exc: BaseException | None) -> None:
+        completed(protocol, exc)
+        dials[-1].cancel()
+
+    monkeypatch.setattr(asyncio.sslproto.SSLProtocol, "_on_handshake_complete", complete_then_cancel)  # type: ignore[attr-defined]
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        sock = socket.create_connection((host, int(port)), timeout=scaled(5))
+        sock.setblocking(False)
+        fd = sock.fileno()
+        dials.append(loop.create_task(_tls_over(loop, lambda: Connection(nobody, loop, "tls", []), sock, tls)))
+        with pytest.raises(asyncio.CancelledError):
+            await dials[-1]
+        sock.close()  # what _dial_once does with the socket of a dial that failed
+        await asyncio.sleep(0)
+        with socket.socket() as reuse:
+            assert reuse.fileno() == fd
+            loop.add_writer(fd, lambda: None)  # what the next dial does (RuntimeError if a transport holds fd)
+            loop.remove_writer(fd)
+
+    asyncio.run(main())

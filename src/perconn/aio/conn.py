@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl
 import time
 import warnings
 import weakref
@@ -551,16 +552,40 @@ def _tls(opts: Options, address: Address, budget: float | None) -> dict[str, Any
     return tls
 
 
-async def _unix_tls_unnamed(
+async def _tls_over(
     loop: asyncio.AbstractEventLoop, factory: Callable[[], Connection], sock: socket.socket, tls: dict[str, Any]
 ) -> Connection:
-    """TLS over a unix socket without a server name (the context checks none),
-    which ``create_unix_connection`` refuses: connect, then ``start_tls``."""
-    transport, link = await loop.create_unix_connection(factory, sock=sock)
-    timeout = tls.get("ssl_handshake_timeout")
+    """TLS over the connected *sock*, in two steps: a plain transport, then
+    ``start_tls``. Whatever ends the handshake early (a failure, the dial's
+    budget, a ``close()`` cancelling it), the plain transport is ours to abort.
+
+    ``create_connection(ssl=)`` in one step leaves it open in one case: cancelled
+    just as the handshake completed, it begins TLS's closing exchange (up to 30
+    s) on the socket its caller then closes, and the next socket given that
+    descriptor number cannot be used on the loop ("File descriptor N is used by
+    transport"; seen once in 20 runs of the suite). Two steps also serve a unix
+    socket without a server name, which ``create_unix_connection`` refuses.
+
+    Bytes the peer sent before the handshake would reach the ``Connection`` as
+    if they had come over TLS: the dial fails instead.
+    """
+    if sock.family == socket.AF_UNIX:
+        transport, link = await loop.create_unix_connection(factory, sock=sock)
+    else:
+        transport, link = await loop.create_connection(factory, sock=sock)
     try:
-        wrapped = await loop.start_tls(transport, link, tls["ssl"], server_hostname=None, ssl_handshake_timeout=timeout)
-        link.transport = cast(asyncio.Transport, wrapped)
+        wrapped = await loop.start_tls(
+            transport,
+            link,
+            tls["ssl"],
+            server_hostname=tls["server_hostname"],
+            ssl_handshake_timeout=tls.get("ssl_handshake_timeout"),
+        )
+        if wrapped is None:  # (the transport closed meanwhile)
+            raise ConnectionResetError("the connection closed before the TLS handshake")
+        if link.buffer:
+            raise ssl.SSLError(f"{len(link.buffer)} bytes arrived before the TLS handshake, in the clear")
+        link.transport = wrapped
     except BaseException:
         transport.abort()
         raise
@@ -592,13 +617,13 @@ async def _dial_once(
     if opts.ssl is not None:
         stage.name = "TLS handshake"
     try:
-        if sock.family == socket.AF_UNIX and tls and tls["server_hostname"] is None:
-            link = await _unix_tls_unnamed(loop, factory, sock, tls)
+        if tls:
+            link = await _tls_over(loop, factory, sock, tls)
         elif sock.family == socket.AF_UNIX:
-            _, link = await loop.create_unix_connection(factory, sock=sock, **tls)
+            _, link = await loop.create_unix_connection(factory, sock=sock)
         else:
-            _, link = await loop.create_connection(factory, sock=sock, **tls)
-    except BaseException:  # a transport made of it has stopped watching it (asyncio) or holds it open (uvloop)
+            _, link = await loop.create_connection(factory, sock=sock)
+    except BaseException:  # a transport made of it is closing (asyncio) or holds it open (uvloop)
         sock.close()
         raise
     link.generation = generation
