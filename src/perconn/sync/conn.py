@@ -36,7 +36,7 @@ from .._reading import DEFAULT_LIMIT, Cursor, Frame, exactly, until
 from .._sockopts import SockOpt, tcp_options
 from .._validate import check_bytes, check_count, check_separator, check_size, check_timeout, timed_out
 from .dialer import DialAborted, Dialer, Step, lookup_targets, race
-from .hub import Call, JobGen
+from .hub import Call, JobGen, hub
 from .link import MAX_CHUNK, Connection, Link
 from .tls import TLSConnection, handshake
 
@@ -692,7 +692,7 @@ def _dial_once(
     if isinstance(found, Lookup):
         connecting = _race_found(resolver, found, address, deadline, budget, options)
     else:
-        connecting = race(address, found, deadline, budget, options)
+        connecting = race(address, found, deadline, budget, options, spares=hub.spares)
     return _connected(opts, address, generation, deadline, budget, connecting)
 
 
@@ -707,7 +707,7 @@ def _race_found(
     """:func:`race` of what *lookup* finds, once it has."""
     targets = yield from lookup_targets(lookup, deadline, budget)
     resolver.finished(lookup)
-    return (yield from race(address, targets, deadline, budget, options))
+    return (yield from race(address, targets, deadline, budget, options, spares=hub.spares))
 
 
 def _connected(

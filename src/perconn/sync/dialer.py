@@ -16,7 +16,7 @@ from collections.abc import Callable, Generator
 from typing import Any, TypeVar
 
 from .._address import Address
-from .._connecting import begin_connect, connect_error
+from .._connecting import Spares, begin_connect, connect_error
 from .._eyeballs import ATTEMPT_DELAY, Race
 from .._lookup import Lookup, Target
 from .._sockopts import SockOpt
@@ -63,14 +63,15 @@ def configure(sock: socket.socket, options: list[SockOpt]) -> None:
             sock.setsockopt(level, option, value)
 
 
-def _begin(target: Target) -> tuple[socket.socket, bool]:
-    """Begin a non-blocking connect to *target*: its socket, and whether it is
-    connected already (else it is in progress: poll it for ``POLLOUT``).
+def _begin(target: Target, spares: Spares | None) -> tuple[socket.socket, bool]:
+    """Begin a non-blocking connect to *target* (on a socket of *spares* if there
+    is one): its socket, and whether it is connected already (else it is in
+    progress: poll it for ``POLLOUT``).
 
     Raises:
-        OSError: the connect failed at once (the socket is closed).
+        OSError: the connect failed at once (the socket is closed, or kept in *spares*).
     """
-    sock, err = begin_connect(target)
+    sock, err = begin_connect(target, spares)
     if err not in (0, errno.EINPROGRESS):
         raise connect_error(err)
     return sock, not err
@@ -124,6 +125,7 @@ def race(
     budget: float | None,
     options: list[SockOpt],
     delay: float = ATTEMPT_DELAY,
+    spares: Spares | None = None,
 ) -> Step[socket.socket]:
     """A connected, blocking socket to the first of *targets* that accepts, with
     the TCP *options*.
@@ -133,7 +135,9 @@ def race(
     all waited for together. The first to connect wins; every other socket
     opened is closed before this returns or raises (aborted included).
     *deadline* (monotonic; None: no bound) ends the connecting, all targets
-    together; *budget* is the dial's, for the message.
+    together; *budget* is the dial's, for the message. Connects begin on
+    sockets of *spares* where it has some, and leave it those refused at once
+    (the dialer thread's: see :class:`~perconn._connecting.Spares`).
 
     A single target (a literal, a unix path, one address: nothing to race) is
     begun by this call, before any step is made: a connect refused at once (a
@@ -144,11 +148,11 @@ def race(
             ``TimeoutError`` when *deadline* came first.
     """
     if len(targets) == 1:
-        sock, connected = _begin(targets[0])
+        sock, connected = _begin(targets[0], spares)
         if connected:
             return _done(_established(sock, options))
         return _connecting(sock, deadline, budget, options)
-    return _race(address, targets, deadline, budget, options, delay)
+    return _race(address, targets, deadline, budget, options, delay, spares)
 
 
 def _race(
@@ -158,6 +162,7 @@ def _race(
     budget: float | None,
     options: list[SockOpt],
     delay: float,
+    spares: Spares | None,
 ) -> Step[socket.socket]:
     """:func:`race` of several targets."""
     contest = Race(address, targets, delay)
@@ -167,7 +172,7 @@ def _race(
             now = time.monotonic()
             while (target := contest.start(now)) is not None:  # bounded by the number of targets
                 try:
-                    sock, connected = _begin(target)
+                    sock, connected = _begin(target, spares)
                 except OSError as exc:
                     contest.failed(exc)
                     continue

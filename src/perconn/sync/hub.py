@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable, Generator
 from typing import Any, NamedTuple
 
+from .._connecting import Spares
 from .._lookup import Lookup
 from .timers import Timers
 
@@ -126,6 +127,9 @@ class Hub:
         self._thread: threading.Thread | None = None
         self._ending: threading.Thread | None = None  # the latest thread (it ends once it has no job)
         self._wake_r, self._wake_w = -1, -1
+        self.spares = Spares()
+        """Refused sockets the jobs begin their next connects with (used on the hub
+        thread only; closed when it ends: no perconn descriptor outlives the last dial)."""
 
     # -- from any thread --------------------------------------------------------
 
@@ -205,6 +209,7 @@ class Hub:
                     pokes, self._pokes = self._pokes, []
                     if not self._jobs:  # (what pokes are left are for jobs that ended meanwhile)
                         self._ending, self._thread = self._thread, None
+                        self.spares.close()
                         os.close(self._wake_r)
                         os.close(self._wake_w)
                         return
@@ -237,6 +242,7 @@ class Hub:
                     step(*backlog.popitem(last=False))
         finally:
             selector.close()
+            self.spares.close()
 
     def _on_poke(self, poke: _Poke, ready: dict[Job, Any]) -> None:
         job = poke.job
