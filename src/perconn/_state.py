@@ -180,7 +180,7 @@ class Lifecycle:
         self.last_error: Error | None = None
         self.dials = self.dial_failures = self.drops = 0
         self.state_since = now
-        self._down_since = now  # when the last connection ended (or the machine began)
+        self._give_up_at = self._deadline_from(now)  # give_up_after's deadline (None: none)
         self._failed_dials = 0  # consecutive failed dials, for max_attempts
         self._failures = 0  # k of the backoff schedule
         self._established_at = 0.0
@@ -210,15 +210,16 @@ class Lifecycle:
         self.close(now)
         return error
 
-    def _deadline(self) -> float | None:
-        return None if self._give_up_after is None else self._down_since + self._give_up_after
+    def _deadline_from(self, down_since: float) -> float | None:
+        """``give_up_after``'s deadline for a machine without a connection since *down_since*."""
+        return None if self._give_up_after is None else down_since + self._give_up_after
 
     # -- dialing ---------------------------------------------------------------
 
     def expired(self, now: float) -> Step | None:
         """Before a dial: if ``give_up_after`` seconds passed without a connection,
         give up (the machine closes; the step logs it) instead of dialing."""
-        deadline = self._deadline()
+        deadline = self._give_up_at
         if self.phase is not Phase.DIALING or deadline is None:
             return None
         if now < deadline - LAST_DIAL_MIN:
@@ -236,7 +237,7 @@ class Lifecycle:
         to dial and how many seconds it may take (None: no bound), never past the
         ``give_up_after`` deadline."""
         self.dials += 1
-        deadline = self._deadline()
+        deadline = self._give_up_at
         self._cut_short = False
         if deadline is None:
             return self.dialing, self._dial_timeout
@@ -249,7 +250,7 @@ class Lifecycle:
             return f"gave up: on_connect raised GaveUpError: {error.__cause__}"
         if self._max_attempts is not None and self._failed_dials >= self._max_attempts:
             return f"gave up after max_attempts={self._max_attempts} consecutive failed dials; last: {error}"
-        deadline = self._deadline()
+        deadline = self._give_up_at
         if deadline is not None and now >= deadline:
             return f"gave up: not connected within give_up_after={self._give_up_after!r} seconds; last: {error}"
         return None
@@ -277,7 +278,7 @@ class Lifecycle:
         if why is not None:
             return Step(None, _log_failed_then_gave_up, (error, attempt, self._give_up(why, telling, now)))
         delay = self._next_failure_delay()
-        deadline = self._deadline()
+        deadline = self._give_up_at
         if deadline is not None and now + delay >= deadline:
             delay = max(0.0, deadline - now)  # the sleep ends at the deadline, and there it gives up
         return Step(delay, log_dial_failed, (error, attempt, delay))
@@ -316,7 +317,7 @@ class Lifecycle:
         self.attempts = 0
         self._next = 0  # every round starts from the preferred address
         self._enter(Phase.DIALING, now)
-        self._down_since = now
+        self._give_up_at = self._deadline_from(now)
         if at_once or self._proven or now - self._established_at >= self.backoff.retry_min:
             self._failures = 0
             delay = 0.0 if at_once else self.backoff.redial_delay(self._random())
