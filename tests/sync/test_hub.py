@@ -8,14 +8,17 @@ import contextlib
 import gc
 import logging
 import resource
+import socket
 import threading
 import time
 
+import pytest
 from conftest import Leaks
 from servers import Server, refusing_port, scaled, wait_until
 
 import perconn
 import perconn.sync
+from perconn._connecting import Spares
 from perconn.sync.conn import CLOSE_BUDGET
 from perconn.sync.hub import JobGen, hub
 
@@ -210,3 +213,21 @@ def test_a_sleep_is_a_bare_deadline_resumed_once_due_or_aborted_at_once(leaks: L
     assert long.wait_done(scaled(5)) and ended == ["aborted"]
     hub.join_if_idle(scaled(5))
     leaks.assert_none()
+
+
+@pytest.mark.skipif(not Spares.ENABLED, reason="spares are kept on Linux only")
+def test_refused_dials_begin_on_a_socket_the_dialer_thread_keeps(leaks: Leaks) -> None:
+    with refusing_port() as address:
+        # retry 5 s: asleep 2.5-5 s after each failure, so what the thread keeps holds still to be looked at
+        conn = perconn.connect(address, retry_min=5.0, retry_max=5.0, logger=quiet())
+        try:
+            assert wait_until(lambda: conn.stats.dial_failures == 1, scaled(5))
+            kept = list(hub.spares._pools[socket.AF_INET])
+            assert len(kept) == 1 and kept[0].fileno() != -1  # the refused socket, kept open
+            conn.reconnect()  # dial again, at once
+            assert wait_until(lambda: conn.stats.dial_failures == 2, scaled(5))
+            assert hub.spares._pools[socket.AF_INET] == kept  # refused again on the same socket
+        finally:
+            conn.close()
+    leaks.assert_none()  # the thread ended with its last dialing Conn, and closed what it kept
+    assert len(hub.spares) == 0 and kept[0].fileno() == -1
