@@ -91,9 +91,9 @@ def test_at_most_limit_are_kept_per_family_and_close_closes_them(spares: Spares)
     sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(Spares.LIMIT + 3)]
     sockets.append(socket.socket(socket.AF_INET6, socket.SOCK_STREAM))
     unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    kept = [sock for sock in sockets if spares.keep(sock)]
+    kept = [sock for sock in sockets if spares.keep(sock, sock.family)]
     assert kept == sockets[: Spares.LIMIT] + sockets[-1:]  # the limit is per family
-    assert not spares.keep(unix)  # TCP only
+    assert not spares.keep(unix, unix.family)  # TCP only
     assert len(spares) == Spares.LIMIT + 1
     spares.close()
     assert len(spares) == 0 and all(sock.fileno() == -1 for sock in kept)
@@ -110,7 +110,7 @@ def test_a_kept_socket_that_cannot_connect_again_is_replaced(
     server = make_server("echo")
     stale = socket.create_connection(("127.0.0.1", int(server.address.rpartition(":")[2])))
     stale.setblocking(False)
-    assert spares.keep(stale)
+    assert spares.keep(stale, stale.family)
     sock, err = begin_connect(target_of(server.address), spares)
     assert stale.fileno() == -1  # closed, not used
     assert sock is not stale and len(spares) == 0

@@ -37,10 +37,11 @@ class Spares:
     def __init__(self) -> None:
         self._pools: dict[int, list[socket.socket]] = {socket.AF_INET: [], socket.AF_INET6: []} if self.ENABLED else {}
 
-    def keep(self, sock: socket.socket) -> bool:
-        """Keep *sock* (a TCP socket whose connect failed) for a later connect;
-        False if there is no room (or nothing is kept here): close it."""
-        pool = self._pools.get(sock.family)
+    def keep(self, sock: socket.socket, family: int) -> bool:
+        """Keep *sock* (a TCP socket of *family* whose connect failed) for a later
+        connect; False if there is no room (or nothing is kept here): close it.
+        (*family* is the caller's to say: ``sock.family`` costs an enum conversion.)"""
+        pool = self._pools.get(family)
         if pool is None or len(pool) >= self.LIMIT:
             return False
         pool.append(sock)
@@ -91,7 +92,7 @@ def begin_connect(target: Target, spares: Spares | None = None) -> tuple[socket.
     except BaseException:
         sock.close()
         raise
-    if err not in (0, errno.EINPROGRESS) and (spares is None or not spares.keep(sock)):
+    if err not in (0, errno.EINPROGRESS) and (spares is None or not spares.keep(sock, family)):
         sock.close()
     return sock, err
 
