@@ -13,7 +13,7 @@ import threading
 import time
 
 import pytest
-from conftest import Leaks
+from conftest import Leaks, hub_state
 from servers import Server, refusing_port, scaled, wait_until
 
 import perconn
@@ -217,6 +217,8 @@ def test_a_sleep_is_a_bare_deadline_resumed_once_due_or_aborted_at_once(leaks: L
 
 @pytest.mark.skipif(not Spares.ENABLED, reason="spares are kept on Linux only")
 def test_refused_dials_begin_on_a_socket_the_dialer_thread_keeps(leaks: Leaks) -> None:
+    # The dialer thread of earlier tests has ended (it ends with its last Conn), and with it what it kept.
+    assert wait_until(lambda: hub.thread is None, scaled(2)), hub_state()
     with refusing_port() as address:
         # retry 5 s: asleep 2.5-5 s after each failure, so what the thread keeps holds still to be looked at
         conn = perconn.connect(address, retry_min=5.0, retry_max=5.0, logger=quiet())
