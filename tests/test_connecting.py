@@ -12,8 +12,9 @@ from collections.abc import Callable, Iterator
 import pytest
 from servers import Server, open_fds, refusing_port
 
+from perconn._address import parse_address
 from perconn._connecting import Spares, begin_connect
-from perconn._lookup import Target
+from perconn._lookup import Target, resolve
 
 pytestmark = pytest.mark.skipif(not Spares.ENABLED, reason="spares are kept on Linux only")
 
@@ -21,10 +22,9 @@ FAMILIES = {"tcp4": socket.AF_INET, "tcp6": socket.AF_INET6}
 
 
 def target_of(address: str) -> Target:
-    host, _, port = address.rpartition(":")
-    if host.startswith("["):
-        return (socket.AF_INET6, socket.IPPROTO_TCP, (host[1:-1], int(port), 0, 0))
-    return (socket.AF_INET, socket.IPPROTO_TCP, (host, int(port)))
+    """The target a dial of the literal *address* connects to (as the dialer works it out)."""
+    (target,) = resolve(parse_address(address))
+    return target
 
 
 @pytest.fixture
