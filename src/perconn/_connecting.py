@@ -11,7 +11,7 @@ import sys
 from ._lookup import Target
 from ._messages import strerror
 
-__all__ = ["Spares", "begin_connect", "connect_error"]
+__all__ = ["Spares", "begin_connect", "connect_error", "start_connect"]
 
 _NONBLOCK: int = getattr(socket, "SOCK_NONBLOCK", 0)
 """Made non-blocking by ``socket()`` itself where the OS can (Linux): one system
@@ -95,6 +95,21 @@ def begin_connect(target: Target, spares: Spares | None = None) -> tuple[socket.
     if err not in (0, errno.EINPROGRESS) and (spares is None or not spares.keep(sock, family)):
         sock.close()
     return sock, err
+
+
+def start_connect(target: Target, spares: Spares | None = None) -> tuple[socket.socket, bool]:
+    """:func:`begin_connect`, for a dial: the socket, and whether it is connected
+    already (else the connect is in progress: wait until it is writable, then
+    read ``SO_ERROR``).
+
+    Raises:
+        OSError: the connect failed at once (:func:`connect_error`; the socket is
+            closed, or kept in *spares*), or no socket could be made.
+    """
+    sock, err = begin_connect(target, spares)
+    if err not in (0, errno.EINPROGRESS):
+        raise connect_error(err)
+    return sock, not err
 
 
 _SECOND = {errno.EALREADY: errno.EINPROGRESS, errno.EISCONN: 0}

@@ -54,6 +54,33 @@ def test_connect_returns_at_once_and_validates_first(run: Run) -> None:
     run(main())
 
 
+def test_a_connect_refused_at_once_arms_no_timer_for_the_dial(
+    run: Run, echo_server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A literal address refused at once (a dial storm is mostly these) fails
+    before the dial's budget is given a timer; a dial that has to wait gets one."""
+    bounded: list[float | None] = []
+    real = perconn.aio.link.within
+
+    def counting(aw: Awaitable[Any], seconds: float | None, timeout: Callable[[], BaseException]) -> Awaitable[Any]:
+        bounded.append(seconds)
+        return real(aw, seconds, timeout)
+
+    monkeypatch.setattr(perconn.aio.conn, "within", counting)
+
+    async def main() -> list[float | None]:
+        with refusing_port() as address:
+            async with opened(address, dial_timeout=7.5) as conn:
+                await until(lambda: conn.stats.dial_failures >= 5)
+        refused = list(bounded)
+        async with opened(echo_server.address, dial_timeout=7.5) as conn:
+            await until(lambda: conn.connected)
+        return refused
+
+    assert run(main()) == []
+    assert bounded == [7.5]  # the connect that succeeded: bounded by dial_timeout
+
+
 def test_echo_on_every_address_family(
     run: Run, any_echo_server: Server, logger: logging.Logger, records: Records
 ) -> None:

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar, cast
 
 from .._address import Address
 from .._base import ConnBase, begin_dial, dial_failed, install, publish
+from .._connecting import start_connect
 from .._errors import ConnectionIOError, reconnect_requested
 from .._log import log_discarded
 from .._lookup import Lookup, Resolver, Target
@@ -37,7 +38,7 @@ from .._reading import DEFAULT_LIMIT, Cursor, Frame, ended, exactly, some, until
 from .._sockopts import SockOpt, tcp_options
 from .._validate import check_bytes, check_count, check_separator, check_size, check_timeout, timed_out
 from . import pacing
-from .dialer import connect_first
+from .dialer import connect_first, finish_connect
 from .link import Connection, Link, within
 from .waiting import Signal, Turn
 
@@ -516,12 +517,9 @@ class Conn(ConnBase[Connection, OnConnect]):
         return True
 
 
-async def _targets(loop: asyncio.AbstractEventLoop, resolver: Resolver, address: Address) -> list[Target]:
-    """The addresses to try for *address*: at once for a literal, else from the
-    (pending or new) lookup, waited for without blocking the loop."""
-    found = resolver.lookup(address)
-    if not isinstance(found, Lookup):
-        return found
+async def _looked_up(loop: asyncio.AbstractEventLoop, resolver: Resolver, found: Lookup) -> list[Target]:
+    """The addresses *found* (a pending or new lookup) finds, waited for without
+    blocking the loop."""
     done: asyncio.Future[None] = loop.create_future()
 
     def finish() -> None:
@@ -531,7 +529,7 @@ async def _targets(loop: asyncio.AbstractEventLoop, resolver: Resolver, address:
     def wake() -> None:  # in the lookup's thread
         loop.call_soon_threadsafe(finish)
 
-    if found.notify(wake):
+    if found.notify(wake):  # (False: done already)
         try:
             await done
         finally:
@@ -601,19 +599,56 @@ async def _dial_once(
     budget: float | None,
     generation: int,
 ) -> Connection:
-    """One dial of *address*: look it up, connect to the first of its IP
-    addresses that accepts, run ``on_connect``; *stage* says which, for
-    the error if the dial's budget runs out."""
-    opts, resolver, options = shared.opts, shared.resolver, shared.options
+    """One dial of *address*, within *budget*: look it up, connect to the first
+    of its IP addresses that accepts, run ``on_connect``; *stage* says which,
+    for the error if the budget runs out.
+
+    A literal address (no lookup, one target) begins its connect before any
+    timer is armed for the budget: a connect refused at once (a dial storm is
+    mostly these) fails having made none, nor any task or object of its wait."""
+    found = shared.resolver.lookup(address)
+    begun = None
+    if not isinstance(found, Lookup) and len(found) == 1:
+        begun = start_connect(found[0])
+    try:
+        return await within(
+            _dialed(loop, ref, shared, stage, address, budget, generation, found, begun), budget, stage.expired
+        )
+    except BaseException:
+        if begun is not None:  # (Python 3.10's wait_for may cancel _dialed before it starts: nothing else closes it)
+            begun[0].close()
+        raise
+
+
+async def _dialed(
+    loop: asyncio.AbstractEventLoop,
+    ref: weakref.ref[Conn],
+    shared: _Shared,
+    stage: _Stage,
+    address: Address,
+    budget: float | None,
+    generation: int,
+    found: Lookup | list[Target],
+    begun: tuple[socket.socket, bool] | None,
+) -> Connection:
+    """:func:`_dial_once`, once begun: the connect (*begun*, or to what *found*
+    finds), TLS (with ``ssl``), ``on_connect``."""
+    opts, options = shared.opts, shared.options
 
     def factory() -> Connection:
         return Connection(ref, loop, address.text, options)
 
     tls = _tls(opts, address, budget)
-    stage.name = f"lookup of {address.host}"
-    targets = await _targets(loop, resolver, address)
-    stage.name = "connect"
-    sock = await connect_first(loop, address, targets)
+    if begun is not None:
+        sock, connected = begun
+        if not connected:
+            sock = await finish_connect(loop, sock)
+    else:
+        if isinstance(found, Lookup):
+            stage.name = f"lookup of {address.host}"
+            found = await _looked_up(loop, shared.resolver, found)
+            stage.name = "connect"
+        sock = await connect_first(loop, address, found)
     if opts.ssl is not None:
         stage.name = "TLS handshake"
     try:
@@ -681,7 +716,7 @@ async def _dial_loop(ref: weakref.ref[Conn], shared: _Shared, delay: float) -> N
             return
         stage.name, stage.budget = "connect", begun[1]
         try:
-            link = await within(_dial_once(loop, ref, shared, stage, *begun), stage.budget, stage.expired)
+            link = await _dial_once(loop, ref, shared, stage, *begun)
             installed = await _flush_and_install(ref, link, shared)
         except Exception as exc:  # OSError (TimeoutError, socket.gaierror), the hook's, or a failed flush
             next_delay = dial_failed(ref, exc, ours=stage.name != "on_connect")

@@ -10,15 +10,14 @@ caller hands the winner to ``create_connection(sock=)``.
 from __future__ import annotations
 
 import asyncio
-import errno
 import socket
 
 from .._address import Address
-from .._connecting import begin_connect, connect_error
+from .._connecting import connect_error, start_connect
 from .._eyeballs import ATTEMPT_DELAY, Race
 from .._lookup import Target
 
-__all__ = ["connect_first"]
+__all__ = ["connect_first", "finish_connect"]
 
 
 async def connect_first(
@@ -79,17 +78,25 @@ async def _race(
 
 async def _attempt(loop: asyncio.AbstractEventLoop, target: Target) -> socket.socket:
     """One connection attempt: a non-blocking socket connected to *target*.
-    The socket is closed if connecting fails or the attempt is cancelled.
+    The socket is closed if connecting fails or the attempt is cancelled."""
+    sock, connected = start_connect(target)
+    return sock if connected else await finish_connect(loop, sock)
+
+
+async def finish_connect(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> socket.socket:
+    """*sock*, once its connect (begun by :func:`~perconn._connecting.start_connect`,
+    in progress) has connected; closed if it fails or this is cancelled.
 
     What ``loop.sock_connect`` does, minus its trip through the loop when the
     outcome is known at once; a failure is worded as the OS words it (as the
     synchronous dialer words it), not as ``sock_connect`` would.
+
+    Raises:
+        OSError: the connect failed (:func:`~perconn._connecting.connect_error`).
     """
-    sock, err = begin_connect(target)
     try:
-        if err == errno.EINPROGRESS:
-            await _writable(loop, sock.fileno())
-            err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        await _writable(loop, sock.fileno())
+        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if err:
             raise connect_error(err)
     except BaseException:  # the loop has stopped watching the socket by now: closing it is safe

@@ -7,7 +7,6 @@ calling thread instead (with a wake-up file descriptor to abort it)."""
 
 from __future__ import annotations
 
-import errno
 import select
 import socket
 import threading
@@ -16,7 +15,7 @@ from collections.abc import Callable, Generator
 from typing import Any, TypeVar
 
 from .._address import Address
-from .._connecting import Spares, begin_connect, connect_error
+from .._connecting import Spares, connect_error, start_connect
 from .._eyeballs import ATTEMPT_DELAY, Race
 from .._lookup import Lookup, Target
 from .._sockopts import SockOpt
@@ -61,20 +60,6 @@ def configure(sock: socket.socket, options: list[SockOpt]) -> None:
     if sock.family in (socket.AF_INET, socket.AF_INET6):
         for level, option, value in options:
             sock.setsockopt(level, option, value)
-
-
-def _begin(target: Target, spares: Spares | None) -> tuple[socket.socket, bool]:
-    """Begin a non-blocking connect to *target* (on a socket of *spares* if there
-    is one): its socket, and whether it is connected already (else it is in
-    progress: poll it for ``POLLOUT``).
-
-    Raises:
-        OSError: the connect failed at once (the socket is closed, or kept in *spares*).
-    """
-    sock, err = begin_connect(target, spares)
-    if err not in (0, errno.EINPROGRESS):
-        raise connect_error(err)
-    return sock, not err
 
 
 def _established(sock: socket.socket, options: list[SockOpt]) -> socket.socket:
@@ -148,7 +133,7 @@ def race(
             ``TimeoutError`` when *deadline* came first.
     """
     if len(targets) == 1:
-        sock, connected = _begin(targets[0], spares)
+        sock, connected = start_connect(targets[0], spares)
         if connected:
             return _done(_established(sock, options))
         return _connecting(sock, deadline, budget, options)
@@ -172,7 +157,7 @@ def _race(
             now = time.monotonic()
             while (target := contest.start(now)) is not None:  # bounded by the number of targets
                 try:
-                    sock, connected = _begin(target, spares)
+                    sock, connected = start_connect(target, spares)
                 except OSError as exc:
                     contest.failed(exc)
                     continue
