@@ -20,7 +20,7 @@ import perconn
 import perconn.sync
 from perconn._connecting import Spares
 from perconn.sync.conn import CLOSE_BUDGET
-from perconn.sync.hub import JobGen, hub
+from perconn.sync.hub import Job, JobGen, hub
 
 MANY = 1000
 
@@ -211,6 +211,36 @@ def test_a_sleep_is_a_bare_deadline_resumed_once_due_or_aborted_at_once(leaks: L
     assert not long.wait_done(0.0)
     long.abort()
     assert long.wait_done(scaled(5)) and ended == ["aborted"]
+    hub.join_if_idle(scaled(5))
+    leaks.assert_none()
+
+
+def test_a_job_woken_early_is_not_resumed_at_its_old_deadline(leaks: Leaks) -> None:
+    # The deadline of a wait the job left (aborted) stays among the hub's
+    # timers until it comes due: then it is skipped, not taken for the job's
+    # next wait's.
+    events: list[tuple[str, float]] = []
+    jobs: list[Job] = []
+    asleep = threading.Event()
+
+    def job() -> JobGen:
+        try:
+            asleep.set()  # (the hub takes the deadline before it looks at the abort)
+            yield time.monotonic() + scaled(0.3)
+        except _Aborted:
+            events.append(("aborted", time.monotonic()))
+            jobs[0].abort_pending = False  # (what a dial's drain() does: it looked at why)
+        second = time.monotonic() + scaled(0.6)
+        yield second
+        events.append(("resumed", time.monotonic() - second))
+
+    started = hub.start(job(), _Aborted)
+    jobs.append(started)
+    assert asleep.wait(scaled(5))
+    started.abort()
+    assert started.wait_done(scaled(5))
+    assert [name for name, _ in events] == ["aborted", "resumed"]
+    assert events[1][1] >= 0  # at the second deadline, not the first
     hub.join_if_idle(scaled(5))
     leaks.assert_none()
 

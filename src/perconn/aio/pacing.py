@@ -3,7 +3,8 @@ loop sleeps its backoff and takes its turn here, so a dial storm cannot starve
 the program (the policy is :class:`perconn._pacing.Pacer`'s).
 
 The gate is also the dials' one timer: a dial between two attempts waits on a
-single future in the gate's heap, not on an ``asyncio.sleep`` of its own (a
+single future in the gate's deadlines (:mod:`perconn._timers`: it may wake up
+to 1 ms late, never early), not on an ``asyncio.sleep`` of its own (a
 coroutine, a timer handle and a context each), so ten thousand dialing
 ``Conn``\\s make little for the loop to schedule and the garbage collector to walk.
 
@@ -16,13 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import heapq
-import itertools
 import weakref
 from collections.abc import Awaitable, Generator
 from typing import Any
 
 from .._pacing import Pacer
+from .._timers import Timers
 
 __all__ = ["forget", "turn"]
 
@@ -42,17 +42,16 @@ _NOW = _Now()
 
 
 class Gate:
-    """One loop's :class:`Pacer`, the dials asleep until their due time (a
-    heap), and those due waiting for their turn (in the order they came due)."""
+    """One loop's :class:`Pacer`, the dials asleep until their due time, and
+    those due waiting for their turn (in the order they came due)."""
 
     def __init__(self) -> None:
         self.pacer = Pacer()
-        self.sleeping: list[tuple[float, int, asyncio.Future[None]]] = []
+        self.sleeping: Timers[asyncio.Future[None]] = Timers()
         self.waiting: collections.deque[asyncio.Future[None]] = collections.deque()
         self.due: float | None = None  # when the timer armed last fires (None: none is armed)
         self.active = False  # a dial started since the last tick
         self.cancelled = 0  # dials cancelled in the gate since it last dropped them
-        self._seq = itertools.count()  # orders sleepers due at the same time
 
     def turn(self, loop: asyncio.AbstractEventLoop, delay: float) -> Awaitable[None]:
         """What a dial awaits to start: done at once, or once *delay* has passed
@@ -68,8 +67,7 @@ class Gate:
             return _NOW
         waiter = loop.create_future()
         if delay > 0:
-            heapq.heappush(self.sleeping, (now + delay, next(self._seq), waiter))
-            self._arm(loop, now + delay)
+            self._arm(loop, self.sleeping.add(now + delay, waiter))
         else:
             self.waiting.append(waiter)
             self._arm(loop, now + self.pacer.tick)
@@ -81,8 +79,7 @@ class Gate:
         left of a closed ``Conn`` must not keep its loop alive."""
         self.cancelled += 1
         if 2 * self.cancelled > len(self.sleeping) + len(self.waiting):
-            self.sleeping = [entry for entry in self.sleeping if not entry[2].done()]
-            heapq.heapify(self.sleeping)
+            self.sleeping.retain(_pending)
             self.waiting = collections.deque(waiter for waiter in self.waiting if not waiter.done())
             self.cancelled = 0
 
@@ -100,9 +97,8 @@ class Gate:
         self.due = None
         now = loop.time()
         self.pacer.ran_late(now - due)
-        sleeping, waiting = self.sleeping, self.waiting
-        while sleeping and sleeping[0][0] <= now:
-            waiting.append(heapq.heappop(sleeping)[2])
+        waiting = self.waiting
+        waiting.extend(self.sleeping.pop_due(now))
         while waiting:
             if waiting[0].done():  # cancelled: the Conn closed
                 waiting.popleft()
@@ -113,9 +109,13 @@ class Gate:
                 break
         if waiting or self.active:
             self._arm(loop, now + self.pacer.tick)
-        elif sleeping:
-            self._arm(loop, sleeping[0][0])
+        elif (first := self.sleeping.next_due()) is not None:
+            self._arm(loop, first)
         self.active = False
+
+
+def _pending(waiter: asyncio.Future[None]) -> bool:
+    return not waiter.done()
 
 
 _gates: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Gate] = weakref.WeakKeyDictionary()

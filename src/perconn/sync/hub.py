@@ -5,7 +5,7 @@ what it waits for (:class:`Wait`: sockets to become readable or writable, or a
 deadline; :data:`Sleep`: a deadline alone; :class:`WaitLookup`: a name lookup
 to finish; :class:`Call`: user code to run) and is resumed with the answer.
 One thread, the hub, runs them all with one ``selectors`` loop and one set of
-deadlines (:mod:`perconn.sync.timers`), so a thousand dialing ``Conn``\\s
+deadlines (:mod:`perconn._timers`), so a thousand dialing ``Conn``\\s
 cost one thread, not a thousand. Code that may block runs in a thread of its
 own, one per job at most and only while it runs: an ``on_connect`` hook (and
 the queued writes that follow it). Name lookups run in their own daemon
@@ -34,7 +34,7 @@ from typing import Any, NamedTuple
 
 from .._connecting import Spares
 from .._lookup import Lookup
-from .timers import Timers
+from .._timers import Timers
 
 __all__ = ["Call", "Hub", "Job", "JobGen", "Request", "Wait", "WaitLookup", "hub"]
 
@@ -176,7 +176,7 @@ class Hub:
     def _run(self) -> None:
         selector = selectors.DefaultSelector()
         selector.register(self._wake_r, selectors.EVENT_READ)
-        timers: Timers[Job] = Timers()
+        timers: Timers[tuple[Job, int]] = Timers()  # (a job, its token then: stale once it moved on)
         registered: dict[Job, tuple[int, ...]] = {}
         # Ready jobs a slice had no time for, oldest first (an OrderedDict: taking
         # the oldest of a plain dict scans the entries deleted before it).
@@ -192,7 +192,7 @@ class Hub:
             if request is None:  # it ended
                 return
             if isinstance(request, Sleep):  # (the most of a storm: first)
-                timers.add(request, job)
+                timers.add(request, (job, job.token))
                 return
             if isinstance(request, Wait) and (request.read or request.write):  # (a sleep registers nothing)
                 for fd in request.read:
@@ -201,7 +201,7 @@ class Hub:
                     selector.register(fd, selectors.EVENT_WRITE, job)
                 registered[job] = request.read + request.write
             if isinstance(request, (Wait, WaitLookup)) and request.deadline is not None:
-                timers.add(request.deadline, job)
+                timers.add(request.deadline, (job, job.token))
 
         try:
             while True:
@@ -230,8 +230,9 @@ class Hub:
                         backlog[key.data] = {key.fd}
                     elif isinstance(seen, set):
                         seen.add(key.fd)
-                for job in timers.pop_due(time.monotonic()):
-                    backlog.setdefault(job, _NOTHING)
+                for job, token in timers.pop_due(time.monotonic()):
+                    if job.token == token:
+                        backlog.setdefault(job, _NOTHING)
                 for job, answer in urgent.items():
                     backlog.pop(job, None)
                     step(job, answer)
