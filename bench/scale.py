@@ -428,7 +428,7 @@ def sync_dialing(c: Child) -> None:
             return
     _proc.emit(closed=closed, close_all_s=time.perf_counter() - begun)
     time.sleep(0.5)
-    _proc.emit(threads_after=threading.active_count())
+    _proc.emit(threads_after=threading.active_count() - 1)  # (besides the main thread)
     # Last, the Conns gone: what the skeleton leaves behind is counted towards CPython's next
     # full collection, which would then fall in the window (a 100 ms pause, seen).
     _proc.emit(skeleton_dial=sync_skeleton(c))
@@ -754,8 +754,8 @@ def dialing_rows(args: argparse.Namespace) -> list[tuple[str, Cell, str]]:
 
     def after(v: dict[str, float]) -> str | None:
         if "threads_after" in v:
-            return f"{v['threads_after']:.0f} threads"
-        return f"{v['tasks_after']:.0f} tasks" if "tasks_after" in v else None
+            return f"{v['threads_after']:.0f} threads besides main"
+        return f"{v['tasks_after']:.0f} tasks besides main" if "tasks_after" in v else None
 
     return [
         ("Conns made in", lambda v: f"{v['create_s']:.2f} s ({v['created']:.0f})" if "create_s" in v else None, ""),
