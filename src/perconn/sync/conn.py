@@ -186,13 +186,14 @@ class Conn(ConnBase[Connection, OnConnect]):
         link = self._link
         if timeout is None and link is not None and n.__class__ is int and n > 0:
             # The hot path: the live connection, nothing buffered (else the general path below): one
-            # recv for a small read; a bulk one joins its chunks once.
+            # recv when all n bytes are there; else the chunks joined once. Each recv asks for all
+            # that is still needed (not MAX_CHUNK): what this returns holds that much anyway.
             rlock, cursor = self._rlock, self._cursor
             rlock.acquire()
             try:
                 if link is self._link and not link.buffer and link.proven and cursor.reading is link:
                     try:
-                        data = link.sock.recv(n if n <= MAX_CHUNK else MAX_CHUNK)
+                        data = link.sock.recv(n)
                     except OSError as exc:
                         raise self._read_failed(link, exc)  # noqa: B904 (the cause is set inside)
                     if len(data) < n:
@@ -484,7 +485,7 @@ class Conn(ConnBase[Connection, OnConnect]):
         got = len(first)
         while got < n:
             try:
-                more = link.sock.recv(n - got if n - got <= MAX_CHUNK else MAX_CHUNK)
+                more = link.sock.recv(n - got)
             except OSError as exc:
                 cause: BaseException = exc
             else:

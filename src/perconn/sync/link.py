@@ -22,8 +22,10 @@ from .dialer import wait_fd
 __all__ = ["MAX_CHUNK", "Connection", "Link", "Stream", "peek", "send_within"]
 
 MAX_CHUNK = 2**18
-"""Bytes: the most one ``recv`` asks for, so ``read(10**12)`` allocates what
-arrived, not what was asked."""
+"""Bytes: the most one ``recv`` of ``read`` (or of a read into the buffer) asks
+for, so ``read(10**12)`` allocates what arrived, not what was asked. (The hot
+path of ``readexactly(n)`` asks for all it still needs: what it returns holds
+that much anyway.)"""
 
 _PEEK_FLAGS = socket.MSG_PEEK | socket.MSG_DONTWAIT
 

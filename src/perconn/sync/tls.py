@@ -102,10 +102,12 @@ class TLSStream:
 
     def _decrypt(self, n: int) -> bytes | None:
         """Up to *n* decrypted bytes, ``b""`` at end of stream, or None if the TLS
-        layer needs more bytes from the socket. Raises ``ssl.SSLError``."""
+        layer needs more bytes from the socket. Raises ``ssl.SSLError``. (At
+        most :data:`MAX_CHUNK` are asked of it: it allocates what is asked, and
+        returns a record's worth.)"""
         with self._lock:
             try:
-                return self.tls.read(n)
+                return self.tls.read(n if n <= MAX_CHUNK else MAX_CHUNK)
             except ssl.SSLWantReadError:
                 return None
             except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
@@ -208,8 +210,6 @@ class TLSConnection(Connection):
         self.sock = self.stream = stream
 
     def recv(self, n: int, deadline: float | None) -> bytes | None:
-        if n > MAX_CHUNK:
-            n = MAX_CHUNK
         return self.stream.recv(n) if deadline is None else self.stream.recv_within(n, deadline)
 
     def send(self, view: bytes | memoryview, deadline: float | None) -> int:
