@@ -595,28 +595,26 @@ async def _dial_once(
     ref: weakref.ref[Conn],
     shared: _Shared,
     stage: _Stage,
-    address: Address,
-    budget: float | None,
-    generation: int,
+    dial: tuple[Address, float | None, int],
 ) -> Connection:
-    """One dial of *address*, within *budget*: look it up, connect to the first
-    of its IP addresses that accepts, run ``on_connect``; *stage* says which,
-    for the error if the budget runs out.
+    """One *dial* (the address, its budget and the generation it would have, as
+    ``begin_dial`` said): look the address up, connect to the first of its IP
+    addresses that accepts, run ``on_connect``; *stage* says which, for the
+    error if the budget runs out.
 
     A literal address (no lookup, one target) begins its connect before any
     timer is armed for the budget: a connect refused at once (a dial storm is
     mostly these) fails having made none, nor any task or object of its wait."""
+    address, budget, _ = dial
     found = shared.resolver.lookup(address)
-    begun = None
+    started = None
     if not isinstance(found, Lookup) and len(found) == 1:
-        begun = start_connect(found[0])
+        started = start_connect(found[0])
     try:
-        return await within(
-            _dialed(loop, ref, shared, stage, address, budget, generation, found, begun), budget, stage.expired
-        )
+        return await within(_dialed(loop, ref, shared, stage, dial, found, started), budget, stage.expired)
     except BaseException:
-        if begun is not None:  # (Python 3.10's wait_for may cancel _dialed before it starts: nothing else closes it)
-            begun[0].close()
+        if started is not None:  # (Python 3.10's wait_for may cancel _dialed before it starts: nothing else closes it)
+            started[0].close()
         raise
 
 
@@ -625,22 +623,21 @@ async def _dialed(
     ref: weakref.ref[Conn],
     shared: _Shared,
     stage: _Stage,
-    address: Address,
-    budget: float | None,
-    generation: int,
+    dial: tuple[Address, float | None, int],
     found: Lookup | list[Target],
-    begun: tuple[socket.socket, bool] | None,
+    started: tuple[socket.socket, bool] | None,
 ) -> Connection:
-    """:func:`_dial_once`, once begun: the connect (*begun*, or to what *found*
-    finds), TLS (with ``ssl``), ``on_connect``."""
+    """:func:`_dial_once`, once begun: the connect (*started*, or to what
+    *found* finds), TLS (with ``ssl``), ``on_connect``."""
+    address, budget, generation = dial
     opts, options = shared.opts, shared.options
 
     def factory() -> Connection:
         return Connection(ref, loop, address.text, options)
 
     tls = _tls(opts, address, budget)
-    if begun is not None:
-        sock, connected = begun
+    if started is not None:
+        sock, connected = started
         if not connected:
             sock = await finish_connect(loop, sock)
     else:
@@ -716,7 +713,7 @@ async def _dial_loop(ref: weakref.ref[Conn], shared: _Shared, delay: float) -> N
             return
         stage.name, stage.budget = "connect", begun[1]
         try:
-            link = await _dial_once(loop, ref, shared, stage, *begun)
+            link = await _dial_once(loop, ref, shared, stage, begun)
             installed = await _flush_and_install(ref, link, shared)
         except Exception as exc:  # OSError (TimeoutError, socket.gaierror), the hook's, or a failed flush
             next_delay = dial_failed(ref, exc, ours=stage.name != "on_connect")
