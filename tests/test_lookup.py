@@ -1,6 +1,7 @@
 """Name lookups bounded by dial_timeout, for both front ends, against a DNS server
 that never answers (in throwaway namespaces): the dial fails in time, the lookup
-is not repeated while it is pending, and nothing keeps the program from exiting."""
+is not repeated while it is pending (by any Conn of the process), and nothing
+keeps the program from exiting."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 from isolated import run_isolated
 
 from perconn._address import parse_address
-from perconn._lookup import Resolver, is_literal
+from perconn._lookup import Lookup, Resolver, is_literal
 
 SCRIPT = """
 import asyncio, json, logging, socket, threading, time
@@ -34,26 +35,28 @@ options = dict(dial_timeout=0.3, retry_min=0.05, retry_max=0.05, jitter=False, l
 def lookups():
     return sum(t.name.startswith("perconn-lookup") for t in threading.enumerate())
 
+CONNS = 20  # dialing the same name: they share its one pending lookup
 if FRONT == "sync":
-    conn = perconn.connect("slow.test:80", **options)
+    conns = [perconn.connect("slow.test:80", **options) for _ in range(CONNS)]
     start, most = time.monotonic(), 0
-    while len(records) < 2 and time.monotonic() - start < 5:
+    while len(records) < 2 * CONNS and time.monotonic() - start < 5:
         time.sleep(0.01)
         most = max(most, lookups())
     took = time.monotonic() - start
-    conn.close()
+    for conn in conns:
+        conn.close()
 else:
     async def main():
-        conn = perconn.aio.connect("slow.test:80", **options)
+        conns = [perconn.aio.connect("slow.test:80", **options) for _ in range(CONNS)]
         start, most = time.monotonic(), 0
-        while len(records) < 2 and time.monotonic() - start < 5:
+        while len(records) < 2 * CONNS and time.monotonic() - start < 5:
             await asyncio.sleep(0.01)
             most = max(most, lookups())
         took = time.monotonic() - start
-        await conn.close()
+        await asyncio.gather(*(conn.close() for conn in conns))
         return took, most
     took, most = asyncio.run(main())
-causes = [str(r.error.__cause__) for r in records[:2]]
+causes = sorted(set(str(r.error.__cause__) for r in records))
 print(json.dumps({{"took": took, "most_lookups": most, "causes": causes}}))
 """
 
@@ -65,10 +68,11 @@ def test_dial_timeout_bounds_a_lookup_that_never_ends(front: str, tmp_path: Path
     wall = time.monotonic() - start
     assert done.returncode == 0, done.stderr
     got = json.loads(done.stdout.splitlines()[-1])
-    # Two dials of 0.3 s each (and a 0.05 s sleep), within the resolver's own timeout (1 s).
+    # Two dials of 0.3 s each (and a 0.05 s sleep) by each Conn, within the resolver's own timeout (1 s).
     assert got["took"] < 0.9, got
-    assert got["causes"] == ["lookup of slow.test timed out after 0.3 s"] * 2, got
-    assert got["most_lookups"] == 1  # the pending lookup is waited for again, never doubled
+    assert got["causes"] == ["lookup of slow.test timed out after 0.3 s"], got
+    # The pending lookup is waited for again, never doubled: by twenty Conns, one thread.
+    assert got["most_lookups"] == 1
     assert wall < 15  # the program exited without waiting for the lookup
 
 
@@ -78,3 +82,17 @@ def test_literals_need_no_lookup_thread() -> None:
     assert is_literal(parse_address("unix:/tmp/x"))
     assert not is_literal(parse_address("localhost:7"))
     assert resolver.lookup(parse_address("127.0.0.1:7")) == [(2, 6, ("127.0.0.1", 7))]
+
+
+def test_every_conn_of_the_process_shares_the_pending_lookup_of_a_name() -> None:
+    # Two Conns' resolvers: the second dial of a name waits for the lookup the
+    # first began, until a dial has used its result; the next then looks up afresh.
+    first, second = Resolver(), Resolver()
+    address = parse_address("localhost:7")
+    pending = first.lookup(address)
+    assert isinstance(pending, Lookup)
+    assert second.lookup(address) is pending
+    second.finished(pending)
+    again = first.lookup(address)
+    assert isinstance(again, Lookup) and again is not pending
+    first.finished(again)

@@ -2,11 +2,14 @@
 
 ``getaddrinfo`` cannot be interrupted, and the OS resolver's own timeout can be
 longer than ``dial_timeout``. So a name (not an IP literal, which needs no
-lookup) is looked up in a daemon thread of its own, which the dialing thread or
-task waits for as long as its budget allows. A lookup that outlives the dial is
-abandoned, not repeated: the next dial of the same ``Conn`` waits for the same
-one (:class:`Resolver`), so a ``Conn`` never has more than one lookup pending
-per name, and a daemon thread never keeps the program from exiting.
+lookup) is looked up in a daemon thread of its own, which the dialing threads or
+tasks wait for as long as their budgets allow. A lookup that outlives a dial is
+abandoned, not repeated: the next dial waits for the same one. Pending lookups
+are shared by every ``Conn`` of the process (:class:`Resolver`): the process
+never has more than one lookup of a name pending, so a thousand ``Conn`` objects
+dialing one name make one lookup at a time (and, while its DNS server does not
+answer, one thread waiting for it, not a thousand), and a daemon thread never
+keeps the program from exiting.
 """
 
 from __future__ import annotations
@@ -60,7 +63,7 @@ class Lookup:
         self.done = False
         self._targets: list[Target] = []
         self._error: OSError | None = None
-        self._notify: Callable[[], None] | None = None
+        self._waiters: dict[object, Callable[[], None]] = {}
         threading.Thread(target=self._run, name=f"perconn-lookup {address.text}", daemon=True).start()
 
     def _run(self) -> None:
@@ -72,18 +75,22 @@ class Lookup:
             error = exc
         with self._lock:
             self._targets, self._error, self.done = targets, error, True
-            notify, self._notify = self._notify, None
-        if notify is not None:
+            waiters, self._waiters = self._waiters, {}
+        for notify in waiters.values():
             with contextlib.suppress(Exception):  # the waiter is gone (its loop closed): nobody to tell
                 notify()
 
-    def notify(self, fn: Callable[[], None] | None) -> bool:
-        """Call *fn* (from the lookup's thread) once it is done, instead of any
-        earlier *fn*; None: tell nobody. Returns False if it is done already."""
+    def notify(self, waiter: object, fn: Callable[[], None] | None) -> bool:
+        """Call *fn* (from the lookup's thread) once it is done, for *waiter*
+        (a key: a dial waiting for it), instead of any earlier *fn* of that
+        waiter; None: tell that waiter nothing. Returns False if it is done already."""
         with self._lock:
             if self.done:
                 return False
-            self._notify = fn
+            if fn is None:
+                self._waiters.pop(waiter, None)
+            else:
+                self._waiters[waiter] = fn
             return True
 
     def result(self) -> list[Target]:
@@ -93,31 +100,37 @@ class Lookup:
         return self._targets
 
 
+_pending: dict[str, Lookup] = {}
+"""The lookups pending in the process, by the address's text (a str keeps its
+hash, where a dataclass hashes its fields anew on every dial)."""
+_pending_lock = threading.Lock()
+
+
 class Resolver:
-    """One ``Conn``'s lookups: at most one pending per name; a dial reuses it."""
+    """One ``Conn``'s lookups: the pending one of a name, shared by every
+    ``Conn`` of the process, or a new one; a dial reuses it."""
 
     def __init__(self) -> None:
-        # Both by the address's text, which it is parsed from: a str keeps its hash,
-        # where a dataclass hashes its fields anew on every dial.
-        self._pending: dict[str, Lookup] = {}
         self._literal: dict[str, list[Target] | None] = {}  # None: a name, looked up on every dial
 
     def lookup(self, address: Address) -> Lookup | list[Target]:
         """The targets of *address* at once (a literal needs no lookup: they are
-        worked out once), or the :class:`Lookup` to wait for: the pending one for
-        *address*, if any."""
+        worked out once), or the :class:`Lookup` to wait for: the one pending
+        for *address* in the process, if any."""
         try:
             literal = self._literal[address.text]
         except KeyError:
             literal = self._literal[address.text] = resolve(address) if is_literal(address) else None
         if literal is not None:
             return literal
-        pending = self._pending.get(address.text)
-        if pending is None:
-            pending = self._pending[address.text] = Lookup(address)
+        with _pending_lock:
+            pending = _pending.get(address.text)
+            if pending is None:
+                pending = _pending[address.text] = Lookup(address)
         return pending
 
     def finished(self, lookup: Lookup) -> None:
-        """*lookup*'s result was used: the next dial looks up afresh."""
-        if self._pending.get(lookup.address.text) is lookup:
-            del self._pending[lookup.address.text]
+        """*lookup*'s result was used: the next dial (of any ``Conn``) looks up afresh."""
+        with _pending_lock:
+            if _pending.get(lookup.address.text) is lookup:
+                del _pending[lookup.address.text]

@@ -529,11 +529,11 @@ async def _looked_up(loop: asyncio.AbstractEventLoop, resolver: Resolver, found:
     def wake() -> None:  # in the lookup's thread
         loop.call_soon_threadsafe(finish)
 
-    if found.notify(wake):  # (False: done already)
+    if found.notify(done, wake):  # (False: done already)
         try:
             await done
         finally:
-            found.notify(None)
+            found.notify(done, None)
     resolver.finished(found)
     return found.result()
 

@@ -265,7 +265,7 @@ class Hub:
         an exception to throw in) until its next request, which it then waits on."""
         request = job.request
         if isinstance(request, WaitLookup):
-            request.lookup.notify(None)
+            request.lookup.notify(job, None)
         while True:
             try:
                 if isinstance(answer, BaseException):
@@ -291,7 +291,7 @@ class Hub:
             if job.abort_pending:
                 answer = job._aborted()
                 continue
-            if isinstance(request, WaitLookup) and not request.lookup.notify(functools.partial(self.poke, job)):
+            if isinstance(request, WaitLookup) and not request.lookup.notify(job, functools.partial(self.poke, job)):
                 answer = None  # done already: resume at once with lookup.done
                 continue
             return
