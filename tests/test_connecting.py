@@ -5,6 +5,7 @@ TCP socket whose connect failed connect again), over real loopback sockets."""
 from __future__ import annotations
 
 import errno
+import os
 import select
 import socket
 from collections.abc import Callable, Iterator
@@ -13,7 +14,7 @@ import pytest
 from servers import Server, open_fds, refusing_port
 
 from perconn._address import parse_address
-from perconn._connecting import Spares, begin_connect
+from perconn._connecting import Spares, begin_connect, start_connect
 from perconn._lookup import Target, resolve
 
 pytestmark = pytest.mark.skipif(not Spares.ENABLED, reason="spares are kept on Linux only")
@@ -116,3 +117,21 @@ def test_a_kept_socket_that_cannot_connect_again_is_replaced(
     assert sock is not stale and len(spares) == 0
     with connected(sock, err):
         pass
+
+
+def test_start_connect_raises_what_failed_at_once_as_the_os_words_it(make_server: Callable[..., Server]) -> None:
+    """A dial's start: a refusal known at once is raised (its socket closed),
+    worded as the OS words it; otherwise the socket and whether it connected already."""
+    fds = open_fds()
+    with refusing_port() as refusing, pytest.raises(ConnectionRefusedError) as refused:
+        start_connect(target_of(refusing))
+    assert refused.value.errno == errno.ECONNREFUSED
+    assert str(refused.value) == f"[Errno {errno.ECONNREFUSED}] {os.strerror(errno.ECONNREFUSED)}"
+    assert open_fds() - fds == set()
+
+    server = make_server("echo", "tcp4")
+    sock, at_once = start_connect(target_of(server.address))
+    with connected(sock, 0 if at_once else errno.EINPROGRESS):
+        pass
+    server.stop()
+    assert open_fds() - fds == set()
