@@ -209,6 +209,7 @@ class Child:
     timeout: float
     port: int
     gc_freeze: bool = False  # gc.freeze() once the Conns are made
+    host: str = "127.0.0.1"  # what the dialing Conns name (a name makes each of their dials a lookup)
 
     def budget(self, share: float) -> float:
         """A deadline *share* of the scenario's timeout from now."""
@@ -389,7 +390,7 @@ def sync_dialing(c: Child) -> None:
     create_by = c.budget(0.35)
     tick = Every(PROGRESS)
     for _ in range(c.conns):
-        conns.append(perconn.connect(f"127.0.0.1:{c.port}", retry_min=c.retry_min, retry_max=c.retry_max))
+        conns.append(perconn.connect(f"{c.host}:{c.port}", retry_min=c.retry_min, retry_max=c.retry_max))
         if tick():
             _proc.emit(created=len(conns), create_s=time.monotonic() - made, threads=threading.active_count())
         if time.monotonic() > create_by:
@@ -480,7 +481,7 @@ async def aio_dialing(c: Child) -> None:
     conns: list[perconn.aio.Conn] = []
     made = time.monotonic()
     for _ in range(c.conns):
-        conns.append(perconn.aio.connect(f"127.0.0.1:{c.port}", retry_min=c.retry_min, retry_max=c.retry_max))
+        conns.append(perconn.aio.connect(f"{c.host}:{c.port}", retry_min=c.retry_min, retry_max=c.retry_max))
     made_all(c, conns, made)
     await asyncio.sleep(WARMUP)
 
@@ -551,7 +552,7 @@ def child_main(args: argparse.Namespace) -> None:
         _proc.emit(fd_limit=fds, perconn=os.path.dirname(perconn.__file__))
         c = Child(
             *(args.child, args.conns, args.retry_min, args.retry_max),
-            *(args.seconds, args.idle_seconds, args.timeout, args.port, args.gc_freeze),
+            *(args.seconds, args.idle_seconds, args.timeout, args.port, args.gc_freeze, args.host),
         )
         if args.child == "sync":
             (sync_dialing if args.scenario == "dialing" else sync_idle)(c)
@@ -652,6 +653,7 @@ def run_child(front: str, scenario: str, args: argparse.Namespace, port: int) ->
         *("--conns", str(args.conns), "--retry-min", str(args.retry_min), "--retry-max", str(args.retry_max)),
         *("--seconds", str(args.seconds), "--idle-seconds", str(args.idle_seconds), "--timeout", str(args.timeout)),
         *(["--gc-freeze"] if args.gc_freeze else []),
+        *("--host", args.host),
     ]
     begun = time.monotonic()
     out.killed = _proc.run_child(__file__, options, args.timeout, out.take)
@@ -797,6 +799,8 @@ def table(args: argparse.Namespace, outcomes: list[Outcome]) -> str:
     """The scenarios' figures, a column per front end, the issue's target beside them."""
     lines = []
     frozen = " (gc.freeze() once made)" if args.gc_freeze else ""
+    if args.host != "127.0.0.1":
+        frozen += f" named {args.host}"
     for scenario, title, spec in (
         ("dialing", f"A: {args.conns} Conns dialing a refused port{frozen}", dialing_rows(args)),
         ("idle", f"B: {args.conns} Conns connected, idle ({args.idle_seconds:g} s)", idle_rows()),
@@ -840,6 +844,11 @@ def parser() -> argparse.ArgumentParser:
         "--gc-freeze",
         action="store_true",
         help="gc.freeze() once the dialing Conns are made (full collections then skip them)",
+    )
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="what the dialing Conns name (default 127.0.0.1; a name such as localhost makes each dial a lookup)",
     )
     p.add_argument("--child", choices=("sync", "aio"), help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
