@@ -798,11 +798,10 @@ FRONT_NAMES = {"sync": "perconn.Conn", "aio": "perconn.aio.Conn"}
 def table(args: argparse.Namespace, outcomes: list[Outcome]) -> str:
     """The scenarios' figures, a column per front end, the issue's target beside them."""
     lines = []
+    named = f" named {args.host}" if args.host != "127.0.0.1" else ""
     frozen = " (gc.freeze() once made)" if args.gc_freeze else ""
-    if args.host != "127.0.0.1":
-        frozen += f" named {args.host}"
     for scenario, title, spec in (
-        ("dialing", f"A: {args.conns} Conns dialing a refused port{frozen}", dialing_rows(args)),
+        ("dialing", f"A: {args.conns} Conns dialing a refused port{named}{frozen}", dialing_rows(args)),
         ("idle", f"B: {args.conns} Conns connected, idle ({args.idle_seconds:g} s)", idle_rows()),
     ):
         got = [o for o in outcomes if o.scenario == scenario]
