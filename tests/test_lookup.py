@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from isolated import run_isolated
+from isolated import HOSTS_HELPERS, run_isolated
 
 from perconn._address import parse_address
 from perconn._lookup import Lookup, Resolver, is_literal
@@ -74,6 +74,58 @@ def test_dial_timeout_bounds_a_lookup_that_never_ends(front: str, tmp_path: Path
     # The pending lookup is waited for again, never doubled: by twenty Conns, one thread.
     assert got["most_lookups"] == 1
     assert wall < 15  # the program exited without waiting for the lookup
+
+
+FOUND_LATER = (
+    HOSTS_HELPERS
+    + """
+import asyncio, logging, time
+import perconn, perconn.aio
+
+FRONT = "<front>"
+records = []
+handler = logging.Handler()
+handler.emit = records.append
+logger = logging.getLogger("t")
+logger.addHandler(handler)
+logger.propagate = False
+listener, port = serve_on("127.0.0.1")  # the service is up; its name is not in /etc/hosts (nor DNS) yet
+options = dict(retry_min=0.02, retry_max=0.05, logger=logger)
+
+def failed_lookups():
+    return sum(isinstance(r.error.__cause__, socket.gaierror) for r in records if r.error is not None)
+
+def wait_for_failures(count):
+    start = time.monotonic()
+    while failed_lookups() < count and time.monotonic() - start < 5:
+        time.sleep(0.01)
+
+if FRONT == "sync":
+    conn = perconn.connect(f"late.test:{port}", **options)
+    wait_for_failures(3)
+    point("late.test", "127.0.0.1")  # the name appears
+    conn.wait_connected(5)
+    print(failed_lookups() >= 3, conn.generation, conn.stats.address == f"late.test:{port}")
+    conn.close()
+else:
+    async def main():
+        conn = perconn.aio.connect(f"late.test:{port}", **options)
+        await asyncio.to_thread(wait_for_failures, 3)
+        point("late.test", "127.0.0.1")
+        await conn.wait_connected(5)
+        print(failed_lookups() >= 3, conn.generation, conn.stats.address == f"late.test:{port}")
+        await conn.close()
+    asyncio.run(main())
+"""
+)
+
+
+@pytest.mark.parametrize("front", ["sync", "aio"])
+def test_a_name_whose_lookup_failed_is_looked_up_again(front: str, tmp_path: Path) -> None:
+    # A failed lookup is not kept: once the name resolves, the next dial finds it.
+    done = run_isolated(FOUND_LATER.replace("<front>", front), tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", "1", "True"]
 
 
 def test_literals_need_no_lookup_thread() -> None:

@@ -35,8 +35,8 @@ from .._outbox import Outbox
 from .._reading import DEFAULT_LIMIT, Cursor, Frame, exactly, until
 from .._sockopts import SockOpt, tcp_options
 from .._validate import check_bytes, check_count, check_separator, check_size, check_timeout, timed_out
-from .dialer import DialAborted, Dialer, Step, lookup_targets, race
-from .hub import Call, JobGen, hub
+from .dialer import DialAborted, Dialer, Step, race
+from .hub import Call, JobGen, WaitLookup, hub
 from .link import MAX_CHUNK, Connection, Link
 from .tls import TLSConnection, handshake
 
@@ -691,24 +691,36 @@ def _dial_once(
     deadline = None if budget is None else time.monotonic() + budget
     found = resolver.lookup(address)
     if isinstance(found, Lookup):
-        connecting = _race_found(resolver, found, address, deadline, budget, options)
-    else:
-        connecting = race(address, found, deadline, budget, options, spares=hub.spares)
+        return _dial_found(opts, resolver, options, address, budget, generation, deadline, found)
+    connecting = race(address, found, deadline, budget, options, spares=hub.spares)
     return _connected(opts, address, generation, deadline, budget, connecting)
 
 
-def _race_found(
+def _dial_found(
+    opts: Options,
     resolver: Resolver,
-    lookup: Lookup,
-    address: Address,
-    deadline: float | None,
-    budget: float | None,
     options: list[SockOpt],
-) -> Step[socket.socket]:
-    """:func:`race` of what *lookup* finds, once it has."""
-    targets = yield from lookup_targets(lookup, deadline, budget)
-    resolver.finished(lookup)
-    return (yield from race(address, targets, deadline, budget, options, spares=hub.spares))
+    address: Address,
+    budget: float | None,
+    generation: int,
+    deadline: float | None,
+    lookup: Lookup,
+) -> Step[tuple[Connection, float | None]]:
+    """:func:`_dial_once` of a name: wait for *lookup* until *deadline*, then
+    connect to what it found. It waits as one generator and one request: in a
+    storm, the dials of a name pile up waiting for its lookup, and what they
+    hold meanwhile is what the garbage collector walks.
+
+    Raises:
+        OSError: the lookup failed (the next dial looks up afresh), or what
+            the connect or TLS raised; ``TimeoutError`` when *deadline* came
+            first (the lookup goes on, for the next dial to wait for).
+    """
+    if not lookup.done and not (yield WaitLookup(lookup, deadline)):
+        raise timed_out(f"lookup of {lookup.address.host}", budget or 0.0)
+    resolver.finished(lookup)  # used, found or failed: the next dial looks up afresh
+    connecting = race(address, lookup.result(), deadline, budget, options, spares=hub.spares)
+    return (yield from _connected(opts, address, generation, deadline, budget, connecting))
 
 
 def _connected(

@@ -1,6 +1,6 @@
-"""Dialing for the synchronous front end: wait for the name lookup (in a thread of
-its own, :mod:`perconn._lookup`) and connect (racing the addresses found, as
-:mod:`perconn._eyeballs` says). Each step is a generator the process-wide
+"""Dialing for the synchronous front end: connect (racing the addresses a name
+lookup found, as :mod:`perconn._eyeballs` says; the ``Conn``'s dial waits for the
+lookup itself, see :mod:`perconn.sync.conn`). Each step is a generator the process-wide
 dialer thread runs (:mod:`perconn.sync.hub`): it yields what it waits for, so
 ``close()`` can abort a dial at any wait. :func:`run_blocking` runs one in the
 calling thread instead (with a wake-up file descriptor to abort it)."""
@@ -17,10 +17,10 @@ from typing import Any, TypeVar
 from .._address import Address
 from .._connecting import Spares, connect_error, start_connect
 from .._eyeballs import ATTEMPT_DELAY, Race
-from .._lookup import Lookup, Target
+from .._lookup import Target
 from .._sockopts import SockOpt
 from .._validate import timed_out
-from .hub import Job, JobGen, Request, Wait, WaitLookup, hub
+from .hub import Job, JobGen, Request, Wait, hub
 
 __all__ = [
     "DialAborted",
@@ -28,7 +28,6 @@ __all__ = [
     "Step",
     "configure",
     "connect_first",
-    "lookup_targets",
     "race",
     "run_blocking",
     "send_all",
@@ -71,20 +70,6 @@ def _established(sock: socket.socket, options: list[SockOpt]) -> socket.socket:
         sock.close()
         raise
     return sock
-
-
-def lookup_targets(lookup: Lookup, deadline: float | None, budget: float | None) -> Step[list[Target]]:
-    """The targets *lookup* finds, waiting for it until *deadline* (the dial's).
-
-    Raises:
-        OSError: the lookup failed; ``TimeoutError`` when *deadline* came first
-            (the lookup goes on, for the next dial to wait for).
-    """
-    if not lookup.done:
-        done = yield WaitLookup(lookup, deadline)
-        if not done:
-            raise timed_out(f"lookup of {lookup.address.host}", budget or 0.0)
-    return lookup.result()
 
 
 def send_all(sock: socket.socket, data: bytes, deadline: float | None, op: str, budget: float | None) -> Step[None]:

@@ -97,8 +97,8 @@ class Job:
         self._running.acquire()
         self.ended = False  # the generator has ended (set on the hub thread, before the lock is released)
         self.request: Request | None = None
-        self.token = 0  # counts the requests: a timer of an earlier one is stale
         self.call_thread: threading.Thread | None = None
+        self.lookup_done: Callable[[], None] | None = None  # what a lookup it waits for calls (made once per job)
 
     def abort(self) -> None:
         hub.poke(self, abort=True)
@@ -176,7 +176,9 @@ class Hub:
     def _run(self) -> None:
         selector = selectors.DefaultSelector()
         selector.register(self._wake_r, selectors.EVENT_READ)
-        timers: Timers[tuple[Job, int]] = Timers()  # (a job, its token then: stale once it moved on)
+        # The jobs with a deadline. A job is not taken out when it moves on early (woken, aborted): when
+        # an entry comes due, the job is resumed only if its current request is due (see _due).
+        timers: Timers[Job] = Timers()
         registered: dict[Job, tuple[int, ...]] = {}
         # Ready jobs a slice had no time for, oldest first (an OrderedDict: taking
         # the oldest of a plain dict scans the entries deleted before it).
@@ -192,7 +194,7 @@ class Hub:
             if request is None:  # it ended
                 return
             if isinstance(request, Sleep):  # (the most of a storm: first)
-                timers.add(request, (job, job.token))
+                timers.add(request, job)
                 return
             if isinstance(request, Wait) and (request.read or request.write):  # (a sleep registers nothing)
                 for fd in request.read:
@@ -201,7 +203,7 @@ class Hub:
                     selector.register(fd, selectors.EVENT_WRITE, job)
                 registered[job] = request.read + request.write
             if isinstance(request, (Wait, WaitLookup)) and request.deadline is not None:
-                timers.add(request.deadline, (job, job.token))
+                timers.add(request.deadline, job)
 
         try:
             while True:
@@ -230,8 +232,9 @@ class Hub:
                         backlog[key.data] = {key.fd}
                     elif isinstance(seen, set):
                         seen.add(key.fd)
-                for job, token in timers.pop_due(time.monotonic()):
-                    if job.token == token:
+                now = time.monotonic()
+                for job in timers.pop_due(now):
+                    if _due(job.request, now):
                         backlog.setdefault(job, _NOTHING)
                 for job, answer in urgent.items():
                     backlog.pop(job, None)
@@ -283,7 +286,6 @@ class Hub:
                 self._finish(job)
                 threading.excepthook(threading.ExceptHookArgs((type(exc), exc, exc.__traceback__, None)))
                 return
-            job.token += 1
             job.request = request
             if isinstance(request, Call):
                 self._call(job, request)
@@ -291,10 +293,17 @@ class Hub:
             if job.abort_pending:
                 answer = job._aborted()
                 continue
-            if isinstance(request, WaitLookup) and not request.lookup.notify(job, functools.partial(self.poke, job)):
+            if isinstance(request, WaitLookup) and not request.lookup.notify(job, self._lookup_done(job)):
                 answer = None  # done already: resume at once with lookup.done
                 continue
             return
+
+    def _lookup_done(self, job: Job) -> Callable[[], None]:
+        """What tells the hub that the lookup *job* waits for is done: made once
+        per job, not per wait (the dials of a name pile up waiting for its lookup)."""
+        if job.lookup_done is None:
+            job.lookup_done = functools.partial(self.poke, job)
+        return job.lookup_done
 
     def _call(self, job: Job, call: Call) -> None:
         def run() -> None:
@@ -309,10 +318,17 @@ class Hub:
 
     def _finish(self, job: Job) -> None:
         job.request = None
+        job.lookup_done = None  # (it refers to the job)
         with self._lock:
             self._jobs.discard(job)
         job.ended = True
         job._running.release()
+
+
+def _due(request: Request | None, now: float) -> bool:
+    """Whether *request* (a job's current one) has a deadline, and it passed by *now*."""
+    deadline = request if isinstance(request, Sleep) else getattr(request, "deadline", None)
+    return deadline is not None and deadline <= now
 
 
 _NOTHING: frozenset[int] = frozenset()
