@@ -63,7 +63,7 @@ class Lookup:
         self.done = False
         self._targets: list[Target] = []
         self._error: OSError | None = None
-        self._waiters: dict[object, Callable[[], None]] = {}
+        self._waiters: dict[object, Callable[[], object]] = {}
         threading.Thread(target=self._run, name=f"perconn-lookup {address.text}", daemon=True).start()
 
     def _run(self) -> None:
@@ -80,7 +80,7 @@ class Lookup:
             with contextlib.suppress(Exception):  # the waiter is gone (its loop closed): nobody to tell
                 notify()
 
-    def notify(self, waiter: object, fn: Callable[[], None] | None) -> bool:
+    def notify(self, waiter: object, fn: Callable[[], object] | None) -> bool:
         """Call *fn* (from the lookup's thread) once it is done, for *waiter*
         (a key: a dial waiting for it), instead of any earlier *fn* of that
         waiter; None: tell that waiter nothing. Returns False if it is done already."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import socket
 import ssl
 import time
@@ -517,25 +518,38 @@ class Conn(ConnBase[Connection, OnConnect]):
         return True
 
 
-async def _looked_up(loop: asyncio.AbstractEventLoop, resolver: Resolver, found: Lookup) -> list[Target]:
+async def _looked_up(
+    loop: asyncio.AbstractEventLoop, resolver: Resolver, found: Lookup, seconds: float | None
+) -> list[Target] | None:
     """The addresses *found* (a pending or new lookup) finds, waited for without
-    blocking the loop."""
-    done: asyncio.Future[None] = loop.create_future()
+    blocking the loop, for at most *seconds* (None: no bound); None if it is not
+    done by then (it goes on, for the next dial to wait for).
 
-    def finish() -> None:
-        if not done.done():
-            done.set_result(None)
+    In a storm, the dials of a name pile up waiting for its lookup: each waits
+    with one future and one timer, not a timeout context and closures.
 
-    def wake() -> None:  # in the lookup's thread
-        loop.call_soon_threadsafe(finish)
-
-    if found.notify(done, wake):  # (False: done already)
+    Raises:
+        OSError: the lookup failed (the next dial looks up afresh).
+    """
+    if not found.done:
+        done: asyncio.Future[None] = loop.create_future()
+        timer = None if seconds is None else loop.call_later(seconds, _settle, done)
         try:
-            await done
+            if found.notify(done, functools.partial(loop.call_soon_threadsafe, _settle, done)):  # (False: done already)
+                await done
         finally:
             found.notify(done, None)
+            if timer is not None:
+                timer.cancel()
+        if not found.done:
+            return None
     resolver.finished(found)
     return found.result()
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _tls(opts: Options, address: Address, budget: float | None) -> dict[str, Any]:
@@ -604,12 +618,23 @@ async def _dial_once(
 
     A literal address (no lookup, one target) begins its connect before any
     timer is armed for the budget: a connect refused at once (a dial storm is
-    mostly these) fails having made none, nor any task or object of its wait."""
-    address, budget, _ = dial
+    mostly these) fails having made none, nor any task or object of its wait.
+    A name is looked up first, within the budget, and then dialed as if a literal,
+    with what is left of it."""
+    address, budget, generation = dial
     found = shared.resolver.lookup(address)
-    started = None
-    if not isinstance(found, Lookup) and len(found) == 1:
-        started = start_connect(found[0])
+    if isinstance(found, Lookup):
+        stage.name = f"lookup of {address.host}"
+        begun = loop.time()
+        targets = await _looked_up(loop, shared.resolver, found, budget)
+        if targets is None:
+            raise stage.expired()
+        stage.name = "connect"
+        found = targets
+        if budget is not None:
+            budget = max(0.0, budget - (loop.time() - begun))
+            dial = (address, budget, generation)
+    started = start_connect(found[0]) if len(found) == 1 else None
     try:
         return await within(_dialed(loop, ref, shared, stage, dial, found, started), budget, stage.expired)
     except BaseException:
@@ -624,11 +649,11 @@ async def _dialed(
     shared: _Shared,
     stage: _Stage,
     dial: tuple[Address, float | None, int],
-    found: Lookup | list[Target],
+    found: list[Target],
     started: tuple[socket.socket, bool] | None,
 ) -> Connection:
-    """:func:`_dial_once`, once begun: the connect (*started*, or to what
-    *found* finds), TLS (with ``ssl``), ``on_connect``."""
+    """:func:`_dial_once`, once begun: the connect (*started*, or a race of
+    what *found* has), TLS (with ``ssl``), ``on_connect``."""
     address, budget, generation = dial
     opts, options = shared.opts, shared.options
 
@@ -641,10 +666,6 @@ async def _dialed(
         if not connected:
             sock = await finish_connect(loop, sock)
     else:
-        if isinstance(found, Lookup):
-            stage.name = f"lookup of {address.host}"
-            found = await _looked_up(loop, shared.resolver, found)
-            stage.name = "connect"
         sock = await connect_first(loop, address, found)
     if opts.ssl is not None:
         stage.name = "TLS handshake"
