@@ -129,6 +129,18 @@ class Resolver:
                 pending = _pending[address.text] = Lookup(address)
         return pending
 
+    def take(self, lookup: Lookup) -> list[Target]:
+        """What the done *lookup* found, for a dial to use: the next dial of the
+        name (by any ``Conn``) looks it up afresh, whether this one found
+        addresses or failed (a failure kept would fail every dial of the name
+        from then on).
+
+        Raises:
+            OSError: the lookup failed.
+        """
+        self.finished(lookup)
+        return lookup.result()
+
     def finished(self, lookup: Lookup) -> None:
         """*lookup*'s result was used: the next dial (of any ``Conn``) looks up afresh."""
         with _pending_lock:

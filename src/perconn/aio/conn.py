@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import socket
 import ssl
 import time
@@ -38,7 +37,7 @@ from .._outbox import Outbox
 from .._reading import DEFAULT_LIMIT, Cursor, Frame, ended, exactly, some, until
 from .._sockopts import SockOpt, tcp_options
 from .._validate import check_bytes, check_count, check_separator, check_size, check_timeout, timed_out
-from . import pacing
+from . import lookups, pacing
 from .dialer import connect_first, finish_connect
 from .link import Connection, Link, within
 from .waiting import Signal, Turn
@@ -518,40 +517,6 @@ class Conn(ConnBase[Connection, OnConnect]):
         return True
 
 
-async def _looked_up(
-    loop: asyncio.AbstractEventLoop, resolver: Resolver, found: Lookup, seconds: float | None
-) -> list[Target] | None:
-    """The addresses *found* (a pending or new lookup) finds, waited for without
-    blocking the loop, for at most *seconds* (None: no bound); None if it is not
-    done by then (it goes on, for the next dial to wait for).
-
-    In a storm, the dials of a name pile up waiting for its lookup: each waits
-    with one future and one timer, not a timeout context and closures.
-
-    Raises:
-        OSError: the lookup failed (the next dial looks up afresh).
-    """
-    if not found.done:
-        done: asyncio.Future[None] = loop.create_future()
-        timer = None if seconds is None else loop.call_later(seconds, _settle, done)
-        try:
-            if found.notify(done, functools.partial(loop.call_soon_threadsafe, _settle, done)):  # (False: done already)
-                await done
-        finally:
-            found.notify(done, None)
-            if timer is not None:
-                timer.cancel()
-        if not found.done:
-            return None
-    resolver.finished(found)
-    return found.result()
-
-
-def _settle(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
-
-
 def _tls(opts: Options, address: Address, budget: float | None) -> dict[str, Any]:
     """The TLS arguments of ``create_connection`` for a dial of *address*: the
     handshake is part of the dial, so it gets the dial's whole *budget* (asyncio's
@@ -626,11 +591,10 @@ async def _dial_once(
     if isinstance(found, Lookup):
         stage.name = f"lookup of {address.host}"
         begun = loop.time()
-        targets = await _looked_up(loop, shared.resolver, found, budget)
-        if targets is None:
-            raise stage.expired()
+        if not await lookups.wait_for(found, budget):
+            raise stage.expired()  # (the lookup goes on, for the next dial to wait for)
+        found = shared.resolver.take(found)
         stage.name = "connect"
-        found = targets
         if budget is not None:
             budget = max(0.0, budget - (loop.time() - begun))
             dial = (address, budget, generation)

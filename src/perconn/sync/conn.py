@@ -718,8 +718,7 @@ def _dial_found(
     """
     if not lookup.done and not (yield WaitLookup(lookup, deadline)):
         raise timed_out(f"lookup of {lookup.address.host}", budget or 0.0)
-    resolver.finished(lookup)  # used, found or failed: the next dial looks up afresh
-    connecting = race(address, lookup.result(), deadline, budget, options, spares=hub.spares)
+    connecting = race(address, resolver.take(lookup), deadline, budget, options, spares=hub.spares)
     return (yield from _connected(opts, address, generation, deadline, budget, connecting))
 
 
