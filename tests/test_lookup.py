@@ -15,8 +15,20 @@ from isolated import HOSTS_HELPERS, run_isolated
 from perconn._address import parse_address
 from perconn._lookup import Lookup, Resolver, is_literal
 
-SCRIPT = """
-import asyncio, json, logging, socket, threading, time
+RECORDS = """
+import logging
+records = []  # what the Conns' logger "t" emits
+handler = logging.Handler()
+handler.emit = records.append
+logger = logging.getLogger("t")
+logger.addHandler(handler)
+logger.propagate = False
+"""
+
+SCRIPT = (
+    RECORDS
+    + """
+import asyncio, json, socket, threading, time
 import perconn, perconn.aio
 
 FRONT = {front!r}
@@ -24,12 +36,6 @@ dns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 dns.bind(("127.0.0.1", 53))  # takes queries and never answers: a lookup lasts the resolver's timeout
 queries = []
 threading.Thread(target=lambda: [queries.append(dns.recvfrom(512)) for _ in range(1000)], daemon=True).start()
-records = []
-handler = logging.Handler()
-handler.emit = records.append
-logger = logging.getLogger("t")
-logger.addHandler(handler)
-logger.propagate = False
 options = dict(dial_timeout=0.3, retry_min=0.05, retry_max=0.05, jitter=False, logger=logger)
 
 def lookups():
@@ -59,6 +65,7 @@ else:
 causes = sorted(set(str(r.error.__cause__) for r in records))
 print(json.dumps({{"took": took, "most_lookups": most, "causes": causes}}))
 """
+)
 
 
 @pytest.mark.parametrize("front", ["sync", "aio"])
@@ -78,17 +85,12 @@ def test_dial_timeout_bounds_a_lookup_that_never_ends(front: str, tmp_path: Path
 
 FOUND_LATER = (
     HOSTS_HELPERS
+    + RECORDS
     + """
-import asyncio, logging, time
+import asyncio, time
 import perconn, perconn.aio
 
 FRONT = "<front>"
-records = []
-handler = logging.Handler()
-handler.emit = records.append
-logger = logging.getLogger("t")
-logger.addHandler(handler)
-logger.propagate = False
 listener, port = serve_on("127.0.0.1")  # the service is up; its name is not in /etc/hosts (nor DNS) yet
 options = dict(retry_min=0.02, retry_max=0.05, logger=logger)
 
