@@ -75,6 +75,8 @@ def echo_rows(args: argparse.Namespace, summary: Summary, notes: list[str]) -> N
     process's CPUs are restored after, so the later benchmarks are not pinned)."""
     server_cpu, client_cpu = echo.placement(args.pin)
     sizes = (64, BULK) if args.bulk else (64,)
+    if _proc.steady_malloc():
+        notes.append("echo: malloc's big buffers kept, not returned to the OS between round trips (steady_malloc)")
     with _proc.pinned(client_cpu), echo.serving(echo.SERVER, cpu=server_cpu) as port:
         for size in sizes:
             rounds, seconds = args.rounds, args.echo_seconds

@@ -18,6 +18,7 @@ package (``python -m bench``)::
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import math
 import os
@@ -67,6 +68,26 @@ def raise_fd_limit(want: int = 0) -> int:
     except (ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def steady_malloc(limit: int = 1 << 25) -> bool:
+    """Keep glibc's ``malloc`` from giving big buffers back to the OS between
+    round trips; False where it cannot be told (no glibc).
+
+    A 1 MiB echo makes and frees 1 MiB ``bytes`` every round trip. Where glibc
+    serves them from a heap it keeps, a round trip is cheap; where it maps them
+    afresh or trims the heap after them (it adjusts its thresholds as it goes,
+    and it depends on what else lies on the heap), each costs hundreds of page
+    faults: the client's CPU per round trip then swings fourfold from one round
+    to the next, whichever contender is running. Fixed thresholds (``mallopt``)
+    make every contender allocate alike, as a long-running program settles to.
+    """
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    return bool(mallopt(m_trim_threshold, limit)) and bool(mallopt(m_mmap_threshold, limit))
 
 
 def pin(cpu: int | None, pid: int = 0) -> None:

@@ -458,6 +458,8 @@ def main() -> None:
     server_cpu, client_cpu = placement(args.pin)
     _proc.pin(client_cpu)
     print(f"pinned: {args.pin} (server CPU {server_cpu}, client CPU {client_cpu}); {os.cpu_count()} CPUs")
+    if _proc.steady_malloc():
+        print("malloc: big buffers kept, not returned to the OS between round trips (see _proc.steady_malloc)")
     tool = certificate_tool() if args.only in ("all", "tls") else None
     if args.only == "tls" and tool is None:
         parser.error("the TLS rows need trustme (pip install trustme) or the openssl command")
