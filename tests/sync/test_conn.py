@@ -349,6 +349,37 @@ def test_busy_writer_skips_the_idle_probe(make_server: Callable[..., Server], mo
 # -- concurrency -------------------------------------------------------------------------
 
 
+def test_a_write_whose_connection_drops_as_it_goes_out_goes_to_the_next_one(
+    echo_server: Server, monkeypatch: pytest.MonkeyPatch, leaks: Leaks
+) -> None:
+    # Another thread's reconnect() lands between a writer's choice of connection and its
+    # send: here inside the idle probe, a system call, where a thread switch lets it in.
+    # The write goes out on the next connection and its reply is read there. (It used to
+    # go out on the dropped one: a failed write, or, before the drop shut the socket, a
+    # reply its reader then waited for on the next connection until its timeout.)
+    real = perconn.sync.link.Connection.peer_gone
+    dropped: list[int] = []
+    armed = threading.Event()  # (wait_connected probes too)
+
+    def dropped_meanwhile(link: perconn.sync.link.Connection) -> BaseException | None:
+        if not armed.is_set() or dropped:
+            return real(link)
+        dropped.append(link.generation)
+        conn.reconnect()
+        return None  # what the probe saw before the drop: the peer is there
+
+    monkeypatch.setattr(perconn.sync.link.Connection, "peer_gone", dropped_meanwhile)
+    monkeypatch.setattr(perconn.sync.conn, "IDLE_PROBE_AFTER", 0.0)  # every write probes
+    with opened(echo_server.address) as conn:
+        conn.wait_connected(scaled(5))
+        armed.set()
+        conn.write(b"req\n", timeout=scaled(5))
+        assert conn.readuntil(b"\n", timeout=scaled(5)) == b"req\n"
+        assert dropped == [1]
+        assert conn.generation == 2
+    leaks.assert_none()
+
+
 def test_concurrent_writers_never_interleave(make_server: Callable[..., Server]) -> None:
     server = make_server("sink")
     writers, count, size = 4, 100, 3000

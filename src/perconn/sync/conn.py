@@ -258,6 +258,9 @@ class Conn(ConnBase[Connection, OnConnect]):
                     and now - link.last_write < IDLE_PROBE_AFTER
                     and not link.buffer
                 ):
+                    # No call between the test that link is current and this store: no other
+                    # thread runs in between, and _io_failed makes link not current before it
+                    # looks at what is owed, so it sees this write (the general path: _owe).
                     self._cursor.owed = link
                     try:
                         link.sock.sendall(data)
@@ -290,7 +293,8 @@ class Conn(ConnBase[Connection, OnConnect]):
                 # answered, then closed (a reply, then "BYE") must not get the next request.
                 gone = None if now - link.last_write < IDLE_PROBE_AFTER and not link.buffer else link.peer_gone()
                 if gone is None:
-                    self._cursor.owed = link
+                    if not self._owe(link):  # it ended since _enter chose it: write on the next one
+                        continue
                     self._send(link, view, deadline, seconds)
                     link.last_write = now
                     return len(view)
@@ -525,6 +529,19 @@ class Conn(ConnBase[Connection, OnConnect]):
             self._dropped()
         raise error
 
+    def _owe(self, link: Connection) -> bool:
+        """Record that the write about to go out on *link* is owed a reply there
+        (reads follow writes), unless *link* ended since the writer chose it:
+        False then. Atomic with :meth:`_io_failed`, so a reader is owed the end
+        of a connection exactly when a write went out on it; else a request sent
+        on a connection just dropped would leave its reader waiting on the next
+        one for a reply that never comes."""
+        with self._lock:
+            if link.failure is not None:
+                return False
+            self._cursor.owed = link
+            return True
+
     def _write_failed(self, link: Connection, exc: OSError) -> Error:
         """The error for a writer (holding ``_wlock``) whose send on *link* failed."""
         failed = self._io_failed(link, "write", exc)
@@ -586,9 +603,9 @@ class Conn(ConnBase[Connection, OnConnect]):
         with self._cond:
             current = link is self._link
             if current:
+                self._link = None  # first: a writer that found it current has recorded its write (see write)
                 link.failure = cause
                 self._cursor.ending(link)
-                self._link = None
             error = ConnectionIOError(op, link.failure or cause, address=link.address)
             if current:
                 step = self._life.dropped(error, time.monotonic(), at_once=at_once)
