@@ -31,14 +31,14 @@ async def main():
     out = {}
     slow = Lookup(parse_address("slow.test:80"))
     waits = [asyncio.ensure_future(timed(loop, slow, s)) for s in (0.1, 0.05, None)]
-    await asyncio.sleep(0.01)
+    await asyncio.sleep(0)  # one pass of the loop: each wait runs until it waits
     out["registered"] = len(slow._waiters)  # the lookup's thread will call into the loop once, for all
     out["timers_while_waiting"] = live_timers(loop)  # one for the group's deadlines, not one per dial
     first, second = await waits[0], await waits[1]
     out["timed_out"] = [first[0], second[0], first[1] >= 0.1, second[1] >= 0.05, second[1] < first[1]]
     out["third_waits"] = not waits[2].done()
     waits[2].cancel()
-    await asyncio.sleep(0.01)
+    await asyncio.gather(waits[2], return_exceptions=True)  # its wait has ended
     out["after_cancel"] = [len(slow._waiters), live_timers(loop), slow.done]
 
     fast = Lookup(parse_address("localhost:80"))  # in /etc/hosts: done in a moment
